@@ -1,0 +1,20 @@
+"""bertkit: a complete, readable BERT system."""
+
+from bertkit.config import BertConfig
+from bertkit.model import (
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
+
+__all__ = [
+    "BertConfig",
+    "BertForPreTraining",
+    "BertForQuestionAnswering",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertModel",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,186 @@
+"""Output layers on top of the encoder: pretraining (MLM + NSP) and the fine-tuning task heads.
+
+Each head is one small layer, as in the paper: fine-tuning adds a single output layer to BERT.
+Losses follow the ``-100 = ignore`` convention for labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertkit.checkpoint.io import PretrainedMixin
+from bertkit.config import BertConfig
+from bertkit.model.bert import BertModel
+from bertkit.model.layer import ACTIVATIONS, init_weights
+
+IGNORE = -100
+
+
+@dataclass
+class PreTrainingOutput:
+    mlm_logits: torch.Tensor  # (B, T, V), or (N, V) at the N labelled positions when mlm_labels is given
+    nsp_logits: torch.Tensor  # (B, 2): 0 = IsNext, 1 = NotNext
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+
+
+@dataclass
+class TaskOutput:
+    logits: torch.Tensor  # (B, num_labels) for sequences, (B, T, num_labels) for tokens
+    loss: torch.Tensor | None = None
+
+
+@dataclass
+class SpanOutput:
+    start_logits: torch.Tensor  # (B, T)
+    end_logits: torch.Tensor  # (B, T)
+    loss: torch.Tensor | None = None
+
+
+class MaskedLMHead(nn.Module):
+    """Transform (dense, activation, LayerNorm) then a decoder tied to the token embeddings, plus a bias."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """(..., H) hidden states, (V, H) token embedding table -> (..., V) logits."""
+        return F.linear(self.norm(self.act(self.dense(hidden))), embedding, self.bias)
+
+
+class BertForPreTraining(PretrainedMixin, nn.Module):
+    """BERT with both pretraining objectives: masked-LM and next-sentence prediction."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.mlm = MaskedLMHead(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        for module in (self.mlm, self.nsp):
+            module.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        nsp_labels: torch.Tensor | None = None,
+    ) -> PreTrainingOutput:
+        """With ``mlm_labels`` (B, T), the vocabulary projection runs only at the labelled positions.
+
+        That projection is the largest matmul of a small model's step; about 15% of positions need it.
+        """
+        out = self.bert(input_ids, token_type_ids, attention_mask)
+        hidden = out.last_hidden_state
+        if mlm_labels is not None:
+            selected = mlm_labels != IGNORE
+            hidden, targets = hidden[selected], mlm_labels[selected]  # (N, H), (N,)
+        mlm_logits = self.mlm(hidden, self.bert.embeddings.token.weight)
+        nsp_logits = self.nsp(out.pooler_output)
+        mlm_loss = F.cross_entropy(mlm_logits.float(), targets) if mlm_labels is not None else None
+        nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels) if nsp_labels is not None else None
+        losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
+        return PreTrainingOutput(mlm_logits, nsp_logits, sum(losses) if losses else None, mlm_loss, nsp_loss)
+
+
+def _num_labels(config: BertConfig, num_labels: int | None) -> int:
+    if num_labels is not None:
+        return num_labels
+    id2label = config.extra.get("id2label")
+    if not id2label:
+        raise ValueError("num_labels not given and config.json has no 'id2label'")
+    return len(id2label)
+
+
+class BertForSequenceClassification(PretrainedMixin, nn.Module):
+    """[CLS] pooled representation -> dropout -> linear. One output means regression (MSE)."""
+
+    def __init__(self, config: BertConfig, num_labels: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.num_labels = _num_labels(config, num_labels)
+        self.bert = BertModel(config)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> TaskOutput:
+        pooled = self.bert(input_ids, token_type_ids, attention_mask).pooler_output
+        logits = self.classifier(self.drop(pooled))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels)
+        return TaskOutput(logits, loss)
+
+
+class BertForTokenClassification(PretrainedMixin, nn.Module):
+    """A label per token from its final hidden state; the loss skips positions labelled -100."""
+
+    def __init__(self, config: BertConfig, num_labels: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.num_labels = _num_labels(config, num_labels)
+        self.bert = BertModel(config, add_pooler=False)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> TaskOutput:
+        hidden = self.bert(input_ids, token_type_ids, attention_mask).last_hidden_state
+        logits = self.classifier(self.drop(hidden))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        return TaskOutput(logits, loss)
+
+
+class BertForQuestionAnswering(PretrainedMixin, nn.Module):
+    """Start and end logits over tokens: the answer is the best-scoring span in the passage."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooler=False)
+        self.qa = nn.Linear(config.hidden_size, 2)
+        init_weights(self.qa, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+    ) -> SpanOutput:
+        hidden = self.bert(input_ids, token_type_ids, attention_mask).last_hidden_state
+        start, end = self.qa(hidden).float().unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = (F.cross_entropy(start, start_positions) + F.cross_entropy(end, end_positions)) / 2
+        return SpanOutput(start, end, loss)
