@@ -1,0 +1,17 @@
+"""The training loop, optimisers, metrics and distributed set-up shared by pretraining and fine-tuning."""
+
+from bertkit.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from bertkit.train.loop import BatchSource, Phase, TrainConfig, Trainer
+from bertkit.train.optim import Lamb, build_optimizer
+
+__all__ = [
+    "BatchSource",
+    "DistInfo",
+    "Lamb",
+    "Phase",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+    "cleanup_distributed",
+    "init_distributed",
+]
