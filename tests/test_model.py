@@ -71,7 +71,8 @@ def test_attentions_and_hidden_states_do_not_change_the_numbers(minilm_pair):
     assert torch.allclose(fast.last_hidden_state, full.last_hidden_state, atol=1e-5)
     assert len(full.attentions) == 6 and full.attentions[0].shape == (1, 12, 7, 7)
     assert len(full.hidden_states) == 7
-    assert torch.allclose(full.attentions[3], theirs.attentions[3], atol=1e-5)
+    real = mask[0].bool()  # rows of padded queries carry no meaning in either implementation
+    assert torch.allclose(full.attentions[3][:, :, real], theirs.attentions[3][:, :, real], atol=1e-5)
     assert torch.allclose(full.attentions[0].sum(-1), torch.ones(1, 12, 7))
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertkit.config import BertConfig
+from bertkit.model.packing import Packing
 
 
 class SelfAttention(nn.Module):
@@ -25,18 +26,24 @@ class SelfAttention(nn.Module):
         self.dropout = config.attention_probs_dropout_prob
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, need_weights: bool = False
+        self, x: torch.Tensor, packing: Packing | None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, T, H); mask: bool (B, 1, 1, T), True = attend, or None for no padding."""
-        B, T, H = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+        """x: (B, T, H), or (N, H) real tokens only when ``packing`` is given (the batch has padding)."""
+        qkv = self.qkv(x)
+        mask = None
+        if packing is not None:
+            qkv, mask = packing.unpack(qkv), packing.mask  # (B, T, 3H), bool (B, 1, 1, T)
+        B, T, H3 = qkv.shape
+        q, k, v = qkv.view(B, T, 3, self.num_heads, H3 // (3 * self.num_heads)).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, nh, T, hs)
         p = self.dropout if self.training else 0.0
         if need_weights:
             y, weights = _explicit_attention(q, k, v, mask, p)
         else:
             y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        y = y.transpose(1, 2).reshape(B, T, H3 // 3)  # (B, T, H)
+        if packing is not None:
+            y = packing.pack(y)  # (N, H)
         return self.out_proj(y), weights
 
 

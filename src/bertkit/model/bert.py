@@ -11,6 +11,7 @@ from bertkit.checkpoint.io import PretrainedMixin
 from bertkit.config import BertConfig
 from bertkit.model.embeddings import Embeddings
 from bertkit.model.layer import EncoderLayer, init_weights
+from bertkit.model.packing import Packing
 
 
 @dataclass
@@ -19,16 +20,6 @@ class BertOutput:
     pooler_output: torch.Tensor | None  # (B, H)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # (L + 1) x (B, T, H): embeddings, then each layer
     attentions: tuple[torch.Tensor, ...] | None = None  # L x (B, nh, T, T)
-
-
-def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, T) 1/0 mask -> bool (B, 1, 1, T) for SDPA, built once per forward and shared by every layer.
-
-    Returns None when nothing is padded, which lets SDPA take its unmasked (fastest) kernel.
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    return attention_mask.bool()[:, None, None, :]
 
 
 class BertModel(PretrainedMixin, nn.Module):
@@ -50,17 +41,26 @@ class BertModel(PretrainedMixin, nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> BertOutput:
-        """input_ids, token_type_ids, attention_mask: (B, T). Padded positions are masked as keys."""
-        mask = padding_mask(attention_mask)
+        """input_ids, token_type_ids, attention_mask: (B, T).
+
+        With padding, the layers run on the real tokens only (see :mod:`bertkit.model.packing`) and the
+        returned hidden states are zero at padded positions.
+        """
+        packing = Packing.from_attention_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        if packing is not None:
+            x = packing.pack(x)  # (N, H)
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.layers:
-            x, weights = layer(x, mask, need_weights=output_attentions)
+            x, weights = layer(x, packing, need_weights=output_attentions)
             if hidden is not None:
                 hidden.append(x)
             if attentions is not None:
                 attentions.append(weights)
+        if packing is not None:
+            x = packing.unpack(x)
+            hidden = [packing.unpack(h) for h in hidden] if hidden is not None else None
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         return BertOutput(
             last_hidden_state=x,

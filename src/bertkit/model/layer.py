@@ -8,6 +8,7 @@ from torch import nn
 
 from bertkit.config import BertConfig
 from bertkit.model.attention import SelfAttention
+from bertkit.model.packing import Packing
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -42,9 +43,10 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, need_weights: bool = False
+        self, x: torch.Tensor, packing: Packing | None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attn(x, mask, need_weights)
+        """x: (B, T, H), or (N, H) real tokens when the batch is packed."""
+        a, weights = self.attn(x, packing, need_weights)
         x = self.norm1(x + self.drop(a))
         x = self.norm2(x + self.drop(self.ffn(x)))
         return x, weights
