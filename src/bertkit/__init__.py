@@ -8,6 +8,7 @@ from bertkit.model import (
     BertForTokenClassification,
     BertModel,
 )
+from bertkit.tokenizer import Encoding, Tokenizer
 
 __all__ = [
     "BertConfig",
@@ -16,5 +17,7 @@ __all__ = [
     "BertForSequenceClassification",
     "BertForTokenClassification",
     "BertModel",
+    "Encoding",
+    "Tokenizer",
 ]
 __version__ = "0.1.0"
