@@ -1,0 +1,7 @@
+"""``python -m bertkit`` (and ``torchrun -m bertkit``) run the command line."""
+
+import sys
+
+from bertkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,170 @@
+"""Core commands: ``info``, ``fill-mask``, ``embed`` and ``tokenizer train``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from bertkit.cli.common import UsageError
+
+log = logging.getLogger("bertkit")
+
+
+def _read_lines(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{file}: no such input file")
+    try:
+        return file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{file}: not UTF-8 text (byte {e.start})") from None
+
+
+# --- info, fill-mask, embed -----------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from bertkit.checkpoint.io import find_weights, read_state_dict
+    from bertkit.config import BertConfig
+
+    directory = Path(args.model)
+    weights = find_weights(directory)
+    config = BertConfig.from_json_file(directory / "config.json")
+    state = read_state_dict(weights)
+    params = sum(t.numel() for k, t in state.items() if not k.endswith("position_ids"))
+    heads = sorted({k.split(".")[0] for k in state if k.startswith(("cls.", "classifier.", "qa_outputs."))})
+    vocab = directory / "vocab.txt"
+    vocab_lines = sum(1 for _ in vocab.open(encoding="utf-8")) if vocab.is_file() else None
+    info = {
+        "directory": str(directory),
+        "architecture": (config.extra.get("architectures") or ["BertModel"])[0],
+        "model_type": config.model_type,
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "vocab_size": config.vocab_size,
+        "vocab_txt_entries": vocab_lines,
+        "parameters": params,
+        "weights": weights.name,
+        "head_tensors": heads,
+    }
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
+
+
+def _load_tokenizer(directory: str):
+    from bertkit.tokenizer import Tokenizer
+
+    return Tokenizer.from_pretrained(directory)
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> None:
+    from bertkit.infer.encode import fill_mask
+    from bertkit.model import BertForPreTraining
+
+    model = BertForPreTraining.from_pretrained(args.model).eval()
+    if any(k.startswith("mlm.") for k in model.load_report.fresh):
+        raise UsageError(f"{args.model}: the checkpoint has no masked-LM head (cls.predictions.*); "
+                         "fill-mask needs a model pretrained with MLM")
+    tokenizer = _load_tokenizer(args.model)
+    for mask_index, candidates in enumerate(fill_mask(model, tokenizer, args.text, args.top_k)):
+        print(f"[MASK] #{mask_index + 1}")
+        for c in candidates:
+            print(f"  {c.token:<20} {c.probability:.4f}")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from bertkit.infer.encode import embed_texts
+    from bertkit.model import BertModel
+
+    texts = _read_lines(args.input)
+    if not texts:
+        raise UsageError(f"{args.input}: empty input; write one text per line")
+    model = BertModel.from_pretrained(args.model).eval()
+    tokenizer = _load_tokenizer(args.model)
+    limit = model.config.max_position_embeddings
+    too_long = [i + 1 for i, e in enumerate(tokenizer.encode_batch(texts)) if len(e.ids) > limit]
+    if too_long:
+        log.warning("%s: %d line(s) longer than %d tokens were truncated (first: line %d)",
+                    args.input, len(too_long), limit, too_long[0])
+    vectors = embed_texts(model, tokenizer, texts, pooling=args.pooling, batch_size=args.batch_size,
+                          normalize=args.normalize, progress=len(texts) >= 1000)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(output)
+    print(f"wrote {output}: {vectors.shape[0]} x {vectors.shape[1]} ({args.pooling} pooling)")
+    if args.similarity:
+        _print_similarities(texts, vectors)
+
+
+def _print_similarities(texts: list[str], vectors) -> None:
+    """Each text's nearest neighbour by cosine similarity: a quick look at what the embeddings capture."""
+    import numpy as np
+
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    for i, text in enumerate(texts):
+        j = int(sims[i].argmax())
+        print(f"{sims[i, j]:.3f}  {text[:50]!r:<54} ~ {texts[j][:50]!r}")
+
+
+# --- tokenizer train ------------------------------------------------------------------------------
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from bertkit.tokenizer import Tokenizer
+
+    files = [str(p) for p in _expand_inputs(args.corpus)]
+    tokenizer = Tokenizer.train(files, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                                lowercase=not args.cased)
+    tokenizer.save_pretrained(args.out)
+    print(f"wrote {Path(args.out) / 'vocab.txt'}: {tokenizer.vocab_size} entries from {len(files)} file(s)")
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    from bertkit.data.corpus import expand_inputs
+
+    files = [Path(p) for p in expand_inputs(inputs)]
+    if not files:
+        raise UsageError(f"no input files found in {' '.join(inputs)}")
+    return files
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show a checkpoint's config, parameter count and vocabulary size")
+    p.add_argument("model", help="checkpoint directory")
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("fill-mask", help="predict the tokens behind [MASK]")
+    p.add_argument("text")
+    p.add_argument("--model", required=True, help="checkpoint directory with an MLM head")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(handler=cmd_fill_mask)
+
+    p = sub.add_parser("embed", help="sentence embeddings of a text file, one line per row of a .npy")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
+    p.add_argument("--output", required=True, help=".npy file to write")
+    p.add_argument("--pooling", choices=("cls", "mean"), default="mean")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
+    p.add_argument("--similarity", action="store_true", help="print each line's nearest neighbour")
+    p.set_defaults(handler=cmd_embed)
+
+    tok = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
+    p = tok.add_parser("train", help="train a WordPiece vocabulary from text files")
+    p.add_argument("corpus", nargs="+", help="files, folders or globs of .txt / .jsonl")
+    p.add_argument("--vocab-size", type=int, default=30522)
+    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case)")
+    p.add_argument("--out", required=True, help="directory for vocab.txt")
+    p.set_defaults(handler=cmd_tokenizer_train)

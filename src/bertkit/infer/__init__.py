@@ -1,0 +1,1 @@
+"""Inference: length-sorted batching, embeddings and fill-mask."""

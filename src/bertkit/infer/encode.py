@@ -1,0 +1,92 @@
+"""Sentence embeddings and masked-token filling on top of a loaded model and tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bertkit.infer.batching import length_sorted_batches
+from bertkit.model import BertForPreTraining, BertModel
+from bertkit.tokenizer import Tokenizer
+
+POOLINGS = ("cls", "mean")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, H) -> (B, H): the [CLS] vector, or the mean over real (non-pad) tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+@torch.inference_mode()
+def embed_texts(
+    model: BertModel,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    pooling: str = "mean",
+    batch_size: int = 64,
+    max_length: int | None = None,
+    normalize: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """One float32 vector per text, in input order; texts are batched by length to minimise padding."""
+    max_length = max_length or model.config.max_position_embeddings
+    encodings = tokenizer.encode_batch(list(texts), max_length=max_length, truncation=True)
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    batches = list(length_sorted_batches([len(e.ids) for e in encodings], batch_size))
+    for batch in tqdm(batches, disable=not progress, desc="embed", unit="batch"):
+        ids, mask, types = _pad([encodings[i] for i in batch], tokenizer.pad_id)
+        hidden = model(ids, types, mask).last_hidden_state
+        vectors = pool(hidden, mask, pooling)
+        if normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        out[batch] = vectors.float().numpy()
+    return out
+
+
+def _pad(encodings: Sequence, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a list of encodings to the longest: ids, attention mask, token types, each (B, T)."""
+    longest = max(len(e.ids) for e in encodings)
+    ids = torch.full((len(encodings), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    types = torch.zeros_like(ids)
+    for row, e in enumerate(encodings):
+        n = len(e.ids)
+        ids[row, :n] = torch.tensor(e.ids)
+        mask[row, :n] = 1
+        types[row, :n] = torch.tensor(e.type_ids)
+    return ids, mask, types
+
+
+@dataclass
+class MaskPrediction:
+    token: str
+    token_id: int
+    probability: float
+
+
+@torch.inference_mode()
+def fill_mask(
+    model: BertForPreTraining, tokenizer: Tokenizer, text: str, top_k: int = 5
+) -> list[list[MaskPrediction]]:
+    """Top-k candidates for each [MASK] in ``text``, most probable first (one list per mask)."""
+    encoding = tokenizer.encode(text, max_length=model.config.max_position_embeddings, truncation=True)
+    ids = torch.tensor([encoding.ids])
+    positions = (ids[0] == tokenizer.mask_id).nonzero().flatten()
+    if len(positions) == 0:
+        raise ValueError(f"no [MASK] token in {text!r}; write [MASK] where a word should be predicted")
+    hidden = model.bert(ids, torch.tensor([encoding.type_ids])).last_hidden_state[0, positions]  # (M, H)
+    probs = model.mlm(hidden, model.bert.embeddings.token.weight).softmax(-1)  # (M, V)
+    top = probs.topk(top_k, dim=-1)
+    return [
+        [MaskPrediction(tokenizer.convert_ids_to_tokens([i])[0], i, p) for i, p in zip(row_ids, row_p, strict=True)]
+        for row_ids, row_p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+    ]
