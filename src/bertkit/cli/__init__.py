@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 
-from bertkit.cli import core
+from bertkit.cli import core, inspect
 from bertkit.cli.common import UsageError
 
-COMMAND_MODULES = (core,)
+COMMAND_MODULES = (core, inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:
