@@ -93,3 +93,10 @@ def test_tokenizer_train_writes_a_loadable_vocab(tmp_path):
     tok = Tokenizer.from_pretrained(tmp_path / "tok")
     assert tok.vocab_size <= 120
     assert tok.decode(tok.encode("the lazy fox").ids) == "the lazy fox"
+
+
+def test_embed_plot_writes_a_png(minilm_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("cats purr.\ndogs bark.\nstocks fell today.\nmarkets rallied.\n", encoding="utf-8")
+    assert main(["embed", "--model", str(minilm_dir), "--input", str(tmp_path / "in.txt"),
+                 "--output", str(tmp_path / "out.npy"), "--plot", str(tmp_path / "map.png")]) == 0
+    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -103,6 +103,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(f"wrote {output}: {vectors.shape[0]} x {vectors.shape[1]} ({args.pooling} pooling)")
     if args.similarity:
         _print_similarities(texts, vectors)
+    if args.plot:
+        from bertkit.inspect.projection import plot_embeddings
+
+        plot_embeddings(vectors, texts, args.plot, title=f"{Path(args.input).name}: {args.pooling} pooling, PCA")
+        print(f"wrote {args.plot}: 2-D PCA projection of the {len(texts)} embeddings")
 
 
 def _print_similarities(texts: list[str], vectors) -> None:
@@ -158,6 +163,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
     p.add_argument("--similarity", action="store_true", help="print each line's nearest neighbour")
+    p.add_argument("--plot", metavar="PNG", help="also write a labelled 2-D PCA scatter of the embeddings")
     p.set_defaults(handler=cmd_embed)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
