@@ -103,61 +103,52 @@ def _num_labels(config: BertConfig, num_labels: int | None) -> int:
     return len(id2label)
 
 
-class BertForSequenceClassification(PretrainedMixin, nn.Module):
+class _LinearTaskModel(PretrainedMixin, nn.Module):
+    """Encoder + dropout + one linear layer: the shape of both classification heads of the paper."""
+
+    per_token = False
+
+    def __init__(self, config: BertConfig, num_labels: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.num_labels = _num_labels(config, num_labels)
+        self.bert = BertModel(config, add_pooler=not self.per_token)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> TaskOutput:
+        out = self.bert(input_ids, token_type_ids, attention_mask)
+        features = out.last_hidden_state if self.per_token else out.pooler_output  # (B, T, H) or (B, H)
+        logits = self.classifier(self.drop(features))
+        return TaskOutput(logits, self.loss(logits, labels) if labels is not None else None)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BertForSequenceClassification(_LinearTaskModel):
     """[CLS] pooled representation -> dropout -> linear. One output means regression (MSE)."""
 
-    def __init__(self, config: BertConfig, num_labels: int | None = None) -> None:
-        super().__init__()
-        self.config = config
-        self.num_labels = _num_labels(config, num_labels)
-        self.bert = BertModel(config)
-        self.drop = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
-        init_weights(self.classifier, config.initializer_range)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> TaskOutput:
-        pooled = self.bert(input_ids, token_type_ids, attention_mask).pooler_output
-        logits = self.classifier(self.drop(pooled))  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
-            else:
-                loss = F.cross_entropy(logits.float(), labels)
-        return TaskOutput(logits, loss)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return F.cross_entropy(logits.float(), labels)
 
 
-class BertForTokenClassification(PretrainedMixin, nn.Module):
+class BertForTokenClassification(_LinearTaskModel):
     """A label per token from its final hidden state; the loss skips positions labelled -100."""
 
-    def __init__(self, config: BertConfig, num_labels: int | None = None) -> None:
-        super().__init__()
-        self.config = config
-        self.num_labels = _num_labels(config, num_labels)
-        self.bert = BertModel(config, add_pooler=False)
-        self.drop = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
-        init_weights(self.classifier, config.initializer_range)
+    per_token = True
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> TaskOutput:
-        hidden = self.bert(input_ids, token_type_ids, attention_mask).last_hidden_state
-        logits = self.classifier(self.drop(hidden))  # (B, T, num_labels)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-        return TaskOutput(logits, loss)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
 
 
 class BertForQuestionAnswering(PretrainedMixin, nn.Module):
