@@ -1,0 +1,156 @@
+"""Pretraining commands: ``prepare`` (corpus -> shards), ``pretrain`` (shards -> model) and ``demo`` (both, offline).
+
+``pretrain`` runs unchanged under ``torchrun --nproc_per_node N -m bertkit pretrain ...``: each process joins the
+job, trains on its share of the shards, and only rank 0 writes and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bertkit.cli.common import UsageError
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from bertkit.data.prepare import prepare
+    from bertkit.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer)
+    manifest = prepare(args.corpus, args.tokenizer, args.out, max_seq_len=args.max_seq_len, workers=args.workers,
+                       seed=args.seed, dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob,
+                       text_field=args.text_field)
+    # The shard set carries its tokenizer, so `pretrain` can copy it into the run folder.
+    tokenizer.save_pretrained(args.out)
+    counts = manifest["counts"]
+    print(f"wrote {args.out}: {len(manifest['shards'])} shard(s), {counts['instances']} instances "
+          f"({counts['not_next']} NotNext), {counts['tokens']} tokens from {counts['documents']} documents "
+          f"in {counts['files']} file(s)" + (f"; skipped {counts['skipped_files']} file(s)"
+                                            if counts["skipped_files"] else ""))
+
+
+def _settings(args: argparse.Namespace):
+    from bertkit.train.pretrain import PretrainSettings
+
+    if args.init_from and (args.preset or args.config):
+        raise UsageError("--init-from brings its own config; drop --preset / --config")
+    if (args.phase2_data is None) != (args.phase2_steps is None):
+        raise UsageError("--phase2-data and --phase2-steps go together")
+    return PretrainSettings(
+        data=args.data, out_dir=args.out, preset=args.preset or "base", config_file=args.config,
+        init_from=args.init_from, tokenizer=args.tokenizer, max_steps=args.max_steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr, warmup_ratio=args.warmup_ratio, optimizer=args.optimizer,
+        precision=args.precision, whole_word=args.whole_word, seed=args.seed, log_every=args.log_every,
+        eval_every=args.eval_every, save_every=args.save_every, keep_last=args.keep_last,
+        eval_holdout=args.eval_holdout, eval_batch_size=args.eval_batch_size, phase2_data=args.phase2_data,
+        phase2_steps=args.phase2_steps or 0, resume=args.resume, progress=not args.no_progress,
+        plots=not args.no_plots, compile=args.compile,
+    )  # fmt: skip
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from bertkit.train.distributed import cleanup_distributed, init_distributed
+    from bertkit.train.pretrain import run_pretraining
+
+    settings = _settings(args)
+    dist = init_distributed()
+    try:
+        summary = run_pretraining(settings, dist)
+    finally:
+        cleanup_distributed()
+    if dist.is_main:
+        _print_summary(summary, Path(args.out))
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    initial = summary.get("initial_eval") or {}
+    print(f"trained {summary['step']} steps in {summary['elapsed']:.0f} s; final training loss {summary['loss']:.4f}")
+    if summary.get("fresh_parameters"):
+        print(f"initialised fresh: {', '.join(summary['fresh_parameters'])}")
+    for key in ("mlm_loss", "mlm_accuracy", "perplexity", "nsp_accuracy"):
+        if f"eval_{key}" in summary:
+            start = f"{initial[key]:.4f} -> " if key in initial else ""
+            print(f"  held-out {key:<13} {start}{summary[f'eval_{key}']:.4f}")
+    print(f"model:   {out}/ (config.json, model.safetensors, vocab.txt)")
+    print(f"metrics: {out / 'metrics.jsonl'}")
+    if summary.get("plots"):
+        print(f"plots:   {', '.join(summary['plots'])}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from bertkit.demo import DemoSettings, run_demo
+
+    given = {k: getattr(args, k) for k in ("out_dir", "corpus", "preset", "steps", "vocab_size", "max_corpus_chars",
+                                           "batch_size", "max_seq_len") if getattr(args, k) is not None}
+    run_demo(DemoSettings(**given))
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="turn text files into pretraining shards (sentence pairs, NSP labels)")
+    p.add_argument("corpus", nargs="+", help="files, folders or globs of .txt (blank-line separated documents) "
+                                             "or .jsonl")
+    p.add_argument("--tokenizer", required=True, help="folder with vocab.txt (copied into the shard set)")
+    p.add_argument("--out", required=True, help="shard set folder to write")
+    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--workers", type=int, default=1, help="processes; the output does not depend on it")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dupe-factor", type=int, default=1, help="passes over the corpus, each split differently")
+    p.add_argument("--short-seq-prob", type=float, default=0.1)
+    p.add_argument("--text-field", default="text", help="JSON field holding the text in .jsonl files")
+    p.set_defaults(handler=cmd_prepare)
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    from bertkit.config import PRESETS
+
+    p = sub.add_parser("pretrain", help="pretrain BERT (masked LM + next sentence) on a shard set")
+    p.add_argument("--data", required=True, help="shard set written by `bertkit prepare`")
+    p.add_argument("--out", required=True, help="run folder: model, metrics.jsonl, plots, checkpoints")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--preset", choices=list(PRESETS), help="model size for a fresh model (default: base)")
+    model.add_argument("--config", help="config.json for a fresh model (its vocab_size follows the shards)")
+    p.add_argument("--init-from", help="checkpoint folder to continue pretraining from")
+    p.add_argument("--tokenizer", help="tokenizer folder (default: --init-from, else the shard set)")
+    p.add_argument("--max-steps", type=int, default=10_000, help="optimizer steps, both phases together")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch per process")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-ratio", type=float, default=0.01)
+    p.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 on a GPU, fp32 on CPU")
+    p.add_argument("--whole-word", action="store_true", help="mask whole words")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=500, help="0: evaluate only at the end")
+    p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (0: none)")
+    p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept")
+    p.add_argument("--eval-holdout", type=int, help="held-out instances (default 5%%, at most 1000; 0: none)")
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--phase2-data", help="shard set for the last --phase2-steps steps (e.g. length 512)")
+    p.add_argument("--phase2-steps", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.set_defaults(handler=cmd_pretrain)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from bertkit.config import PRESETS
+
+    p = sub.add_parser("demo", help="offline end-to-end demo: vocabulary, shards and a small BERT on Python's docs")
+    p.add_argument("--out", dest="out_dir", metavar="OUT",
+                   help="demo folder (default runs/demo; only a previous demo is replaced)")
+    p.add_argument("--corpus", nargs="+", help="your own text files instead of Python's documentation")
+    p.add_argument("--preset", choices=list(PRESETS), help="model size (default mini)")
+    # Knobs for quick checks, kept out of the help; unset ones take DemoSettings' defaults.
+    for flag in ("--steps", "--vocab-size", "--max-corpus-chars", "--batch-size", "--max-seq-len"):
+        p.add_argument(flag, type=int, help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_demo)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_prepare(sub)
+    _add_pretrain(sub)
+    _add_demo(sub)

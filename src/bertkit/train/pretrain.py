@@ -1,0 +1,357 @@
+"""BERT pretraining from a shard set: the model, the batch sources and the evaluation handed to the one loop.
+
+The paper's recipe (section 3.1, appendix A.2): masked-LM plus next-sentence prediction on sentence pairs, most
+steps at sequence length 128 and the rest at 512. Here a run is one call::
+
+    summary = run_pretraining(PretrainSettings(data="shards", out_dir="runs/bert"))
+
+A run folder holds the final model in the standard layout (``config.json``, ``model.safetensors``, ``vocab.txt``,
+``tokenizer_config.json``), ``metrics.jsonl`` (one line per logged step; evaluation lines add ``eval_*`` metrics),
+``pretrain.json`` (the settings, the data, the evaluation before training and the final summary), ``plots/*.png``
+and ``checkpoints/`` for ``resume``.
+
+Evaluation uses a held-out tail of the shard set (the end of the corpus, so no training instance shares its
+documents) masked with a fixed seed, so every evaluation of a run, and of any run on the same shards, scores the
+same positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertkit.config import PRESETS, BertConfig
+from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches
+from bertkit.data.shards import ShardError, ShardSet
+from bertkit.model import BertForPreTraining
+from bertkit.tokenizer import Tokenizer
+from bertkit.train import checkpointing as ckpt
+from bertkit.train.distributed import DistInfo
+from bertkit.train.logging import METRICS_FILE, read_metrics
+from bertkit.train.loop import Phase, TrainConfig, Trainer, resolve_precision
+
+log = logging.getLogger("bertkit")
+
+RUN_FILE = "pretrain.json"
+PLOTS_DIR = "plots"
+EVAL_MASK_SEED = 0  # evaluation masking never changes, so evaluations are comparable across steps and runs
+# Settings that define a run: resuming with any of them changed would not continue the same run.
+_RUN_DEFINING = ("data", "phase2_data", "phase2_steps", "preset", "config_file", "init_from", "max_steps",
+                 "batch_size", "grad_accum", "lr", "warmup_ratio", "optimizer", "weight_decay", "whole_word",
+                 "seed", "eval_holdout")
+
+
+@dataclass
+class PretrainSettings:
+    """One pretraining run. Paths are folders; ``max_steps`` counts optimizer steps over both phases.
+
+    Model: ``init_from`` (a checkpoint folder; MLM/NSP heads start fresh if it has none), else ``config_file``,
+    else ``preset``; a fresh model takes the shards' vocabulary size.
+    Tokenizer (copied into the run folder): ``tokenizer``, else ``init_from``, else the shard folder; it must be
+    the one that wrote the shards.
+    Evaluation: ``eval_holdout`` instances from the end of the shard set (None: 5%, at most 1000; 0: none).
+    Two phases: with ``phase2_data``, the last ``phase2_steps`` steps train on that set (e.g. length 512).
+    """
+
+    data: str
+    out_dir: str
+    preset: str = "base"
+    config_file: str | None = None
+    init_from: str | None = None
+    tokenizer: str | None = None
+    max_steps: int = 10_000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup_ratio: float = 0.01
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    precision: str = "auto"
+    whole_word: bool = False
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 500
+    save_every: int = 1000
+    keep_last: int = 2
+    eval_holdout: int | None = None
+    eval_batch_size: int = 64
+    phase2_data: str | None = None
+    phase2_steps: int = 0
+    resume: bool = False
+    progress: bool = True
+    plots: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_holdout is not None and self.eval_holdout < 0:
+            raise ValueError(f"eval_holdout must be >= 0, got {self.eval_holdout}")
+        if (self.phase2_data is None) != (self.phase2_steps == 0):
+            raise ValueError("phase2_data and phase2_steps go together: give both or neither")
+        if not 0 <= self.phase2_steps < self.max_steps:
+            raise ValueError(f"phase2_steps must be in [0, max_steps={self.max_steps}), got {self.phase2_steps}")
+        if self.init_from is not None and self.config_file is not None:
+            raise ValueError("give init_from or config_file, not both: an initial checkpoint brings its config")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            out_dir=self.out_dir, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
+            lr=self.lr, warmup_ratio=self.warmup_ratio, optimizer=self.optimizer, weight_decay=self.weight_decay,
+            precision=self.precision, log_every=self.log_every, eval_every=self.eval_every,
+            save_every=self.save_every, keep_last=self.keep_last, seed=self.seed, resume=self.resume,
+            progress=self.progress, compile=self.compile,
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) -> dict[str, Any]:
+    """Pretrain as ``settings`` say and return the loop's summary (plus ``initial_eval`` and ``fresh_parameters``).
+
+    Every check that can fail (shards, tokenizer, model, an existing run folder) runs before training starts.
+    With ``dist`` (from ``init_distributed``) each rank trains on its own share of the shards; only rank 0 writes.
+    """
+    dist = dist or DistInfo.single()
+    out_dir = Path(settings.out_dir)
+    resuming = ckpt.resume_point(out_dir, settings.resume, METRICS_FILE) is not None
+    run_info = _check_run_file(out_dir, settings) if resuming else {}
+    shards = ShardSet(settings.data)
+    phase2 = _phase2_shards(settings, shards)
+    tokenizer = resolve_tokenizer(settings, shards)
+    model = build_model(settings, shards, phase2)
+    train, evaluation = make_sources(settings, shards, phase2, dist)
+    evaluate = PretrainingEvaluator(evaluation) if evaluation is not None else None
+    trainer = Trainer(
+        model, settings.train_config(), train=train[0].train if len(train) == 1 else None,
+        phases=train if len(train) > 1 else None, evaluate=evaluate,
+        save_model=_model_and_tokenizer_writer(tokenizer), dist=dist,
+    )  # fmt: skip
+    if dist.is_main and not resuming:
+        run_info = {
+            "settings": dataclasses.asdict(settings),
+            "data": {"instances": len(shards), "train_batches": train[0].train.num_batches(0),
+                     "eval_instances": 0 if evaluation is None else len(evaluation.indices)},
+            "fresh_parameters": getattr(getattr(model, "load_report", None), "fresh", []),
+            "initial_eval": _initial_eval(trainer, evaluate),
+        }
+        _write_json(out_dir / RUN_FILE, run_info)
+    summary = trainer.fit()
+    summary.update(initial_eval=run_info.get("initial_eval"), fresh_parameters=run_info.get("fresh_parameters"))
+    if dist.is_main:
+        _write_json(out_dir / RUN_FILE, {**run_info, "summary": summary})
+        if settings.plots:
+            summary["plots"] = [str(p) for p in write_run_plots(out_dir)]
+    return summary
+
+
+def _initial_eval(trainer: Trainer, evaluate: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
+    """Evaluation of the untrained (or just loaded) model: the baseline every later evaluation is read against."""
+    if evaluate is None:
+        return {}
+    model, device = trainer.raw_model, trainer.dist.device
+    dtype = resolve_precision(trainer.config.precision, device)
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        metrics = evaluate(model)
+    model.train()
+    return metrics
+
+
+def write_run_plots(run_dir: Path) -> list[Path]:
+    """PNG plots of a run folder's metrics (with the step-0 evaluation); none, with a warning, without matplotlib."""
+    from bertkit.train.plots import PlotsUnavailable, plot_metrics
+
+    records = read_metrics(run_dir / METRICS_FILE)
+    info_path = run_dir / RUN_FILE
+    initial = json.loads(info_path.read_text(encoding="utf-8")).get("initial_eval") if info_path.exists() else None
+    if initial:
+        records = [{"step": 0, **{f"eval_{k}": v for k, v in initial.items()}}, *records]
+    try:
+        return plot_metrics(records, run_dir / PLOTS_DIR)
+    except PlotsUnavailable as err:
+        log.warning("%s", err)
+        return []
+
+
+# ---------------------------------------------------------------------------------- data and tokenizer
+def _phase2_shards(settings: PretrainSettings, shards: ShardSet) -> ShardSet | None:
+    if settings.phase2_data is None:
+        return None
+    phase2 = ShardSet(settings.phase2_data)
+    if phase2.fingerprint != shards.fingerprint:
+        raise ShardError(f"{settings.phase2_data}: written with another tokenizer than {settings.data} "
+                         f"({phase2.fingerprint[:12]}... vs {shards.fingerprint[:12]}...)")
+    return phase2
+
+
+def resolve_tokenizer(settings: PretrainSettings, shards: ShardSet) -> Tokenizer:
+    """The tokenizer that wrote the shards: from ``settings.tokenizer``, the ``init_from`` model or the shard folder.
+
+    Raises:
+        FileNotFoundError: none of those folders holds a vocab.txt.
+        ShardError: the tokenizer found is not the one that wrote the shards.
+    """
+    candidates = [settings.tokenizer, settings.init_from, settings.data]
+    for folder in (c for c in candidates if c is not None):
+        if (Path(folder) / "vocab.txt").is_file() or folder == settings.tokenizer:
+            tokenizer = Tokenizer.from_pretrained(folder)
+            if tokenizer.fingerprint() != shards.fingerprint:
+                raise ShardError(
+                    f"{settings.data}: shards were written with tokenizer {shards.fingerprint[:12]}..., but "
+                    f"{folder} holds tokenizer {tokenizer.fingerprint()[:12]}... (vocab {tokenizer.vocab_size} vs "
+                    f"{shards.vocab_size}); prepare the shards with this model's tokenizer"
+                )
+            return tokenizer
+    raise FileNotFoundError(f"no vocab.txt in {settings.data} (nor in init_from); pass the tokenizer folder "
+                            "that wrote the shards")
+
+
+def make_sources(
+    settings: PretrainSettings, shards: ShardSet, phase2: ShardSet | None, dist: DistInfo
+) -> tuple[list[Phase], PretrainingBatches | None]:
+    """Training phases for this rank, and the evaluation source (the held-out tail, fixed masking, rank 0's).
+
+    With two phases, the same fraction is cut from the tail of the second set, which usually holds the same
+    corpus at another length: its held-out documents must not be trained on either.
+    """
+    holdout = _holdout_size(settings, len(shards))
+
+    def train_source(data: ShardSet, cut: int) -> PretrainingBatches:
+        indices = np.arange(len(data) - cut)
+        source = PretrainingBatches(data, settings.batch_size, settings.seed, rank=dist.rank,
+                                    world_size=dist.world_size, whole_word=settings.whole_word, indices=indices)
+        if source.num_batches(0) == 0:
+            raise ValueError(f"{data.shard_dir}: {len(indices)} training instances are fewer than one batch of "
+                             f"{settings.batch_size} on each of {dist.world_size} process(es)")
+        return source
+
+    phases = [Phase("phase1", train_source(shards, holdout), settings.max_steps - settings.phase2_steps)]
+    if phase2 is not None:
+        cut = math.ceil(holdout * len(phase2) / len(shards))
+        phases.append(Phase("phase2", train_source(phase2, cut), settings.phase2_steps))
+    evaluation = None
+    if holdout:
+        evaluation = PretrainingBatches(shards, settings.eval_batch_size, EVAL_MASK_SEED,
+                                        whole_word=settings.whole_word, drop_last=False,
+                                        indices=np.arange(len(shards) - holdout, len(shards)))
+    return phases, evaluation
+
+
+def _holdout_size(settings: PretrainSettings, total: int) -> int:
+    n = min(1000, total // 20) if settings.eval_holdout is None else settings.eval_holdout
+    if n >= total:
+        raise ValueError(f"eval_holdout={n} leaves no training data: {settings.data} holds {total} instances")
+    return n
+
+
+# ------------------------------------------------------------------------------------------------- model
+def build_model(settings: PretrainSettings, shards: ShardSet, phase2: ShardSet | None = None) -> BertForPreTraining:
+    """A fresh model sized for the shards' vocabulary, or ``init_from``'s weights after checking they fit the data.
+
+    The initial weights depend only on ``settings.seed`` (drawn in a forked RNG, so the global stream is untouched).
+    """
+    if settings.init_from is not None:
+        config = BertConfig.from_json_file(Path(settings.init_from) / "config.json")
+        if config.vocab_size != shards.vocab_size:
+            raise ShardError(f"{settings.data}: shards have a vocabulary of {shards.vocab_size} but "
+                             f"{settings.init_from} has {config.vocab_size}; prepare them with its tokenizer")
+    elif settings.config_file is not None:
+        config = BertConfig.from_json_file(settings.config_file).replace(vocab_size=shards.vocab_size)
+    else:
+        config = BertConfig.preset(settings.preset, vocab_size=shards.vocab_size)
+    for data in (shards, phase2):
+        length = data.manifest["settings"]["max_seq_len"] if data is not None else 0
+        if length > config.max_position_embeddings:
+            raise ValueError(f"{data.shard_dir}: sequences of up to {length} tokens, but the model has only "
+                             f"{config.max_position_embeddings} positions")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        if settings.init_from is None:
+            return BertForPreTraining(config)
+        model = BertForPreTraining.from_pretrained(settings.init_from)
+    if model.load_report.fresh:
+        log.warning("%s: initialised fresh: %s", settings.init_from, ", ".join(model.load_report.fresh))
+    return model
+
+
+def _model_and_tokenizer_writer(tokenizer: Tokenizer) -> Callable[[nn.Module, Path], None]:
+    """``save_model`` for the loop: every saved model folder is loadable on its own, tokenizer included."""
+
+    def save(model: nn.Module, path: Path) -> None:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+    return save
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+class PretrainingEvaluator:
+    """``evaluate`` for the loop: MLM loss, accuracy and perplexity over masked positions, NSP loss and accuracy.
+
+    Sums are taken over every masked token (and every pair) of the source, so the metrics do not depend on the
+    evaluation batch size. The model computes MLM logits only at the labelled positions.
+    """
+
+    def __init__(self, source: PretrainingBatches) -> None:
+        self.source = source
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        sums = torch.zeros(6, dtype=torch.float64)  # mlm loss, mlm correct, masked tokens, nsp loss, correct, pairs
+        for index in range(self.source.num_batches(0)):
+            batch = {k: v.to(device) for k, v in self.source.batch(0, index).items()}
+            out = model(**batch)
+            labels = batch["mlm_labels"]
+            targets = labels[labels != IGNORE_INDEX]  # (N,), in the order of out.mlm_logits' rows
+            mlm_logits, nsp_logits = out.mlm_logits.float(), out.nsp_logits.float()
+            sums += torch.tensor([
+                nn.functional.cross_entropy(mlm_logits, targets, reduction="sum").item(),
+                (mlm_logits.argmax(-1) == targets).sum().item(), targets.numel(),
+                nn.functional.cross_entropy(nsp_logits, batch["nsp_labels"], reduction="sum").item(),
+                (nsp_logits.argmax(-1) == batch["nsp_labels"]).sum().item(), batch["nsp_labels"].numel(),
+            ], dtype=torch.float64)  # fmt: skip
+        mlm_loss, nsp_loss = (sums[0] / sums[2]).item(), (sums[3] / sums[5]).item()
+        return {
+            "loss": mlm_loss + nsp_loss,
+            "mlm_loss": mlm_loss,
+            "mlm_accuracy": (sums[1] / sums[2]).item(),
+            "perplexity": math.exp(min(mlm_loss, 50.0)),
+            "nsp_loss": nsp_loss,
+            "nsp_accuracy": (sums[4] / sums[5]).item(),
+        }
+
+
+# --------------------------------------------------------------------------------------------- run file
+def _check_run_file(out_dir: Path, settings: PretrainSettings) -> dict[str, Any]:
+    """On resume: the run's recorded settings, after checking that nothing defining the run has changed."""
+    path = out_dir / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {out_dir} was not started by pretraining")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    before, now = info.get("settings", {}), dataclasses.asdict(settings)
+    for key in _RUN_DEFINING:
+        if before.get(key) != now[key]:
+            raise ValueError(f"{path}: the run was started with {key}={before.get(key)!r}, resume gives "
+                             f"{now[key]!r}; resume with the same settings")
+    return info
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
