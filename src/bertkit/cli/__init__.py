@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 
-from bertkit.cli import core, inspect, pretrain
+from bertkit.cli import core, finetune, inspect, pretrain
 from bertkit.cli.common import UsageError
 
-COMMAND_MODULES = (core, inspect, pretrain)
+COMMAND_MODULES = (core, finetune, inspect, pretrain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -366,11 +366,12 @@ def _squad_answers(path: Path, qa: dict, context: str, where: str, mismatches: l
     return tuple(kept)
 
 
-def read_squad(path: str | Path) -> tuple[list[QAExample], SquadReport]:
+def read_squad(path: str | Path, *, require_answers: bool = True) -> tuple[list[QAExample], SquadReport]:
     """Read SQuAD v1.1 or v2.0 JSON (plain or .gz).
 
     An answer whose `answer_start` does not point at its text is skipped and counted; an answerable
-    question left with no answer is skipped too. The counts come back in the SquadReport and are logged.
+    question left with no answer is skipped too, unless `require_answers` is False (questions to predict,
+    whose "answers" may be empty or absent). The counts come back in the SquadReport and are logged.
     """
     path = Path(path)
     with open_text(path) as handle:
@@ -387,9 +388,10 @@ def read_squad(path: str | Path) -> tuple[list[QAExample], SquadReport]:
             for qa in _field(path, paragraph, "qas", "paragraph"):
                 qid = str(_field(path, qa, "id", "question"))
                 impossible = bool(qa.get("is_impossible", False))
-                answers = () if impossible else _squad_answers(path, qa, context, f"question {qid}", mismatches)
+                unread = impossible or (not require_answers and not qa.get("answers"))
+                answers = () if unread else _squad_answers(path, qa, context, f"question {qid}", mismatches)
                 counts["questions"] += 1
-                if not impossible and not answers:
+                if not impossible and not answers and require_answers:
                     counts["skipped_questions"] += 1
                     continue
                 counts["impossible" if impossible else "answerable"] += 1
@@ -400,6 +402,26 @@ def read_squad(path: str | Path) -> tuple[list[QAExample], SquadReport]:
     if mismatches:
         logger.warning("%s: skipped %d answers whose answer_start does not match their text", path, len(mismatches))
     return examples, result
+
+
+def read_qa_jsonl(path: str | Path) -> list[QAExample]:
+    """Questions to answer, one JSON object per line with "question" and "context" (and optionally "id";
+    the line number otherwise)."""
+    path = Path(path)
+    examples = []
+    with open_text(path) as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise TaskDataError(f"{path}:{line}: invalid JSON ({err.msg})") from None
+            for key in ("question", "context"):
+                if not isinstance(record, dict) or not str(record.get(key, "")).strip():
+                    raise TaskDataError(f"{path}:{line}: missing or empty {key!r}")
+            examples.append(QAExample(str(record.get("id", line)), record["question"], record["context"]))
+    return examples
 
 
 # --------------------------------------------------------------------------------------------------------

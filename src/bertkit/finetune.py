@@ -1,0 +1,470 @@
+"""Fine-tuning: a pretrained BERT plus one output layer, trained on a labelled task; then evaluation and prediction.
+
+The task families (classify, pair, regress, tag, qa) differ only in their data and head (data/tasks/families.py);
+training is the one loop (train/loop.py) over a `TaskBatches` source, with the dev metric as its evaluation.
+
+Defaults follow the BERT paper's fine-tuning recipe (section 4 and appendix A.3): batch 32, 3 epochs, linear decay
+after 10% warm-up, weight decay 0.01, dropout 0.1, Adam. The learning rate is 3e-5 (middle of the paper's
+2e-5 .. 5e-5 grid) and 5e-5 for QA, the paper's SQuAD value. Sequences are cut to 128 tokens, QA windows to 384
+tokens with a 128-token stride.
+
+A run's output directory holds:
+    config.json, model.safetensors     the final model: the best by the dev metric when a dev set is given,
+    vocab.txt, tokenizer_config.json   with its tokenizer, task family and labels (see TaskSpec)
+    best.json                          the step and dev metrics of that model
+    finetune.json                      the run's settings
+    metrics.jsonl                      training loss and dev metrics over steps
+    checkpoints/                       only while the run is unfinished: what `resume` continues from
+An existing, non-empty output directory is used only if it holds a run of the same task and `resume` (continue
+an interrupted run) or `overwrite` (delete it and start again) is set; any other directory is left untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertkit.checkpoint.io import atomic_write, find_weights, load_standard_state, read_state_dict
+from bertkit.config import BertConfig
+from bertkit.data.tasks import families
+from bertkit.data.tasks.batches import TaskBatches, sorted_batches
+from bertkit.data.tasks.families import TaskSpec
+from bertkit.data.tasks.readers import glue_path
+from bertkit.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+from bertkit.tokenizer import Tokenizer
+from bertkit.train import checkpointing
+from bertkit.train.distributed import DistInfo, all_reduce_sum, barrier
+from bertkit.train.loop import TrainConfig, Trainer
+
+log = logging.getLogger("bertkit")
+
+SETTINGS_FILE = "finetune.json"
+BEST_FILE = "best.json"
+TASK_KEYS = ("bertkit", "id2label", "label2id", "problem_type", "num_labels")  # a checkpoint's previous task
+HEADS = {cls.__name__: cls for cls in (BertForSequenceClassification, BertForTokenClassification,
+                                       BertForQuestionAnswering)}
+
+
+@dataclass
+class FinetuneSettings:
+    """One fine-tuning run. `lr` and `max_seq_len` default by task (see the module docstring).
+
+    A GLUE task name sets the task family and the columns; with `data_dir` it also finds train.tsv and dev.tsv
+    there. `max_steps` overrides `epochs`. `eval_every` (steps) defaults to once per epoch; `patience` stops
+    after that many evaluations without a better dev metric. `save_every` (steps) defaults to `eval_every`.
+    """
+
+    model: Path | str
+    out: Path | str
+    task: str | None = None
+    train: Path | str | None = None
+    dev: Path | str | None = None
+    glue: str | None = None
+    data_dir: Path | str | None = None
+    text_column: str = "text"
+    pair_column: str | None = None
+    label_column: str = "label"
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float | None = None
+    max_seq_len: int | None = None
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    seed: int = 42
+    eval_every: int | None = None
+    save_every: int | None = None
+    patience: int | None = None
+    doc_stride: int = 128
+    max_query_len: int = 64
+    squad_v2: bool = False
+    null_threshold: float = 0.0
+    eval_batch_size: int = 64
+    precision: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.glue is not None:
+            inferred = families.task_for_glue(self.glue)
+            if self.task is not None and self.task != inferred:
+                raise ValueError(f"task {self.task!r} does not match GLUE task {self.glue!r} (a {inferred!r} task)")
+            self.task = inferred
+            if self.data_dir is not None:
+                self.train = self.train or glue_path(self.glue, self.data_dir, "train")
+                dev = glue_path(self.glue, self.data_dir, "dev")
+                self.dev = self.dev or (dev if dev.is_file() else None)
+        if self.task is None:
+            raise ValueError("no task: give a task family (classify, pair, regress, tag, qa) or a GLUE task name")
+        if self.train is None:
+            raise ValueError("no training data: give a training file (or a GLUE task with its data directory)")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
+        if self.patience is not None and self.dev is None:
+            raise ValueError("early stopping (patience) needs a dev set")
+        self.model, self.out = Path(self.model), Path(self.out)
+        self.lr = self.lr or (5e-5 if self.task == "qa" else 3e-5)
+        self.max_seq_len = self.max_seq_len or (384 if self.task == "qa" else 128)
+
+    def spec(self, labels: tuple[str, ...] | None = None) -> TaskSpec:
+        return TaskSpec(self.task, labels, self.max_seq_len, self.glue, self.text_column, self.pair_column,
+                        self.label_column, self.doc_stride, self.max_query_len, self.squad_v2, self.null_threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskModel:
+    """A fine-tuned model with what it needs to read and decode data: its tokenizer and task spec."""
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    spec: TaskSpec
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        return self.spec.labels
+
+
+def load_task_model(path: str | os.PathLike, task: str | None = None, device: str | None = None) -> TaskModel:
+    """Load a fine-tuned model directory (ours, or a standard BERT task checkpoint) in eval mode.
+
+    Args:
+        task: the family the caller's data is for; a model fine-tuned for another raises naming both.
+    """
+    directory = Path(path)
+    config = BertConfig.from_json_file(directory / "config.json")
+    spec = TaskSpec.from_config(config.extra, str(directory))
+    if task is not None and task != spec.task:
+        raise ValueError(f"{directory} was fine-tuned for task {spec.task!r}; it cannot be used for task {task!r}")
+    model = HEADS[spec.architecture].from_pretrained(directory).eval()
+    if device is not None:
+        model.to(device)
+    return TaskModel(model, Tokenizer.from_pretrained(directory), spec)
+
+
+def build_task_model(
+    pretrained: str | os.PathLike, spec: TaskSpec, *, dropout: float = 0.1, seed: int = 0
+) -> nn.Module:
+    """A pretrained encoder under a fresh head for `spec`, the task written into its config.
+
+    The head's initial weights are drawn from `seed`. Head tensors already in the checkpoint are kept when their
+    shapes fit (continuing from a model fine-tuned on a related task).
+    """
+    directory = Path(pretrained)
+    config = BertConfig.from_json_file(directory / "config.json")
+    if spec.max_seq_len > config.max_position_embeddings:
+        raise ValueError(f"max_seq_len {spec.max_seq_len} exceeds the model's {config.max_position_embeddings} "
+                         f"positions ({directory / 'config.json'})")
+    extra = {k: v for k, v in config.extra.items() if k not in TASK_KEYS}
+    config = config.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                            extra={**extra, **spec.config_entries()})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = HEADS[spec.architecture](config)
+    weights = find_weights(directory)
+    model.load_report = load_standard_state(model, read_state_dict(weights), strict=True, source=str(weights))
+    return model
+
+
+@torch.no_grad()
+def infer(
+    model: nn.Module, features: Sequence, *, batch_size: int = 64, pad_id: int = 0
+) -> tuple[list[np.ndarray], float | None]:
+    """Run `model` over features, longest first, and put the outputs back in feature order.
+
+    Works with any model whose output has `.logits` or `.start_logits` / `.end_logits` (and `.loss` when the
+    features carry targets). Returns per feature (num_labels,) for sequence heads, (T, num_labels) for token
+    heads or (T, 2) start / end logits for span heads (T = the feature's length), and the mean loss or None.
+    """
+    device = next(model.parameters()).device
+    outputs: list[np.ndarray] = [np.empty(0)] * len(features)
+    loss_sum, counted = 0.0, 0
+    for indices, batch in sorted_batches(features, batch_size, pad_id):
+        out = model(**{k: v.to(device) for k, v in batch.items()})
+        if getattr(out, "loss", None) is not None:
+            loss_sum, counted = loss_sum + float(out.loss) * len(indices), counted + len(indices)
+        if hasattr(out, "start_logits"):
+            rows = torch.stack([out.start_logits, out.end_logits], dim=-1)  # (B, T, 2)
+        else:
+            rows = out.logits  # (B, C) or (B, T, C)
+        rows = rows.float().cpu().numpy()
+        for i, row in zip(indices, rows, strict=True):
+            outputs[i] = row if row.ndim == 1 else row[: len(features[i].input_ids)]
+    return outputs, (loss_sum / counted if counted else None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation and prediction
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _data_spec(spec: TaskSpec, glue: str | None, overrides: dict[str, Any]) -> TaskSpec:
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(spec, **changes, glue=glue or spec.glue)
+
+
+def evaluate_model(
+    model_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    glue: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    **overrides: Any,
+) -> dict[str, float]:
+    """The task family's metrics of a fine-tuned model on a labelled file (or a GLUE task's dev.tsv).
+
+    Args:
+        overrides: TaskSpec fields to change for this data: text_column, pair_column, label_column,
+            squad_v2, null_threshold, max_seq_len (None keeps the model's own).
+    Returns:
+        the metrics (fractions in [0, 1]), plus `loss` and `examples`.
+    """
+    task = families.task_for_glue(glue) if glue is not None else None
+    loaded = load_task_model(model_dir, task=task, device=device)
+    if data is None:
+        if glue is None or data_dir is None:
+            raise ValueError("give a data file, or a GLUE task name with its data directory")
+        data = glue_path(glue, data_dir, "dev")
+    spec = _data_spec(loaded.spec, glue, overrides)
+    examples = families.read_task_file(spec, data)
+    families.check_known_labels(spec, examples, data)
+    features = families.encode(spec, examples, loaded.tokenizer)
+    outputs, loss = infer(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
+    result = families.score(spec, examples, features, outputs)
+    return {**result, "loss": loss, "examples": float(len(examples))}
+
+
+def predict(
+    model_dir: str | os.PathLike,
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+    **overrides: Any,
+) -> int:
+    """Write one JSON line per input example (see families.prediction_records); returns how many.
+
+    The output is written to a temporary file and renamed, so a failure leaves any previous output intact.
+    """
+    loaded = load_task_model(model_dir, device=device)
+    spec = _data_spec(loaded.spec, None, overrides)
+    examples = families.read_task_file(spec, input, labelled=False)
+    features = families.encode(spec, examples, loaded.tokenizer)
+    outputs, _ = infer(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
+    records = families.prediction_records(spec, examples, features, outputs)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write(Path(output), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return len(records)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    text = json.dumps(value, indent=2) + "\n"
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _StopTraining(Exception):
+    """Raised through the training loop once the dev metric has stopped improving."""
+
+
+class _PatientBatches:
+    """The training BatchSource, cut short after `patience` evaluations in a row without a better dev metric.
+
+    The stop is raised when the loop asks for its next batch: by then it has logged that evaluation and saved
+    the best model. The flag is summed over ranks (evaluation runs on rank 0 only) so all processes stop together.
+    """
+
+    def __init__(self, source: TaskBatches, patience: int, dist: DistInfo) -> None:
+        self.source, self.patience, self.dist = source, patience, dist
+        self.best: float | None = None
+        self.waited = 0
+
+    def record(self, value: float) -> None:
+        if self.best is None or value > self.best:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+
+    def num_batches(self, epoch: int) -> int:
+        return self.source.num_batches(epoch)
+
+    def batch(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
+        stop = torch.tensor(float(self.waited >= self.patience), device=self.dist.device)
+        if all_reduce_sum(stop, self.dist).item() > 0:
+            raise _StopTraining
+        return self.source.batch(epoch, index)
+
+
+def _check_out_dir(settings: FinetuneSettings) -> None:
+    """Refuse an output directory whose contents this run must not touch (see the module docstring)."""
+    out = settings.out
+    if out.resolve() == settings.model.resolve():
+        raise ValueError(f"the output directory {out} is the pretrained model's directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        if settings.resume:
+            raise FileNotFoundError(f"{out}: no previous run to resume")
+        return
+    previous = out / SETTINGS_FILE
+    if not previous.is_file():
+        raise FileExistsError(f"{out} is not empty and holds no fine-tuning run ({SETTINGS_FILE} missing); "
+                              "choose another output directory")
+    try:
+        old_task = json.loads(previous.read_text(encoding="utf-8"))["task"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as err:
+        raise FileExistsError(f"{previous}: unreadable ({err}); choose another output directory") from None
+    if old_task != settings.task:
+        raise FileExistsError(f"{out} holds a run fine-tuned for task {old_task!r}, not {settings.task!r}; "
+                              "choose another output directory")
+    if not settings.resume and not settings.overwrite:
+        raise FileExistsError(f"{out} holds a previous {old_task!r} run; resume it (--resume) or replace it "
+                              "(--overwrite)")
+    if settings.resume and checkpointing.latest_checkpoint(out) is None:
+        raise FileExistsError(f"{out}: the previous run finished (no checkpoint left to resume); use --overwrite")
+
+
+def _clear_dir(directory: Path) -> None:
+    for entry in directory.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+@dataclass
+class _TaskData:
+    spec: TaskSpec
+    train_examples: int
+    train_features: list
+    dev_examples: list
+    dev_features: list
+
+
+def _load_data(settings: FinetuneSettings, tokenizer: Tokenizer) -> _TaskData:
+    """Read and encode the training and dev sets; label names come from training (or the GLUE standard)."""
+    spec = settings.spec()
+    train = families.read_task_file(spec, settings.train)
+    spec = settings.spec(families.label_list(spec, train))
+    dev = families.read_task_file(spec, settings.dev) if settings.dev is not None else []
+    families.check_known_labels(spec, dev, settings.dev)
+    train_features = families.encode(spec, train, tokenizer)
+    dev_features = families.encode(spec, dev, tokenizer) if dev else []
+    log.info("%s: %d training examples (%d features), %d dev examples", spec.task, len(train),
+             len(train_features), len(dev))
+    return _TaskData(spec, len(train), train_features, dev, dev_features)
+
+
+def _save_with_tokenizer(tokenizer: Tokenizer):
+    def save(model: nn.Module, path: Path) -> None:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+    return save
+
+
+def _promote_best(out: Path) -> dict[str, Any] | None:
+    """Move the best model into the output directory and drop the resume checkpoints; returns best.json."""
+    best = out / "best"
+    info = None
+    if (best / BEST_FILE).is_file():
+        info = json.loads((best / BEST_FILE).read_text(encoding="utf-8"))
+        checkpointing.save_final(out, lambda tmp: [shutil.copy2(f, tmp / f.name) for f in best.iterdir()])
+        shutil.rmtree(best)
+    shutil.rmtree(out / checkpointing.CHECKPOINTS, ignore_errors=True)
+    return info
+
+
+def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> dict[str, Any]:
+    """Fine-tune `settings.model` on the task and write the model to `settings.out`.
+
+    Returns:
+        a summary: task, steps, the dev metric and its best value and step, the best model's dev metrics,
+        example counts and whether early stopping ended the run.
+    """
+    dist = dist or DistInfo.single()
+    _check_out_dir(settings)
+    barrier(dist)  # every rank has looked before rank 0 writes
+    tokenizer = Tokenizer.from_pretrained(settings.model)
+    data = _load_data(settings, tokenizer)
+    model = build_task_model(settings.model, data.spec, dropout=settings.dropout, seed=settings.seed)
+    if dist.is_main:
+        if settings.overwrite and settings.out.is_dir():
+            _clear_dir(settings.out)
+        if not settings.resume:
+            write_json(settings.out / SETTINGS_FILE, settings.to_dict())
+    barrier(dist)
+    source = TaskBatches(data.train_features, settings.batch_size, settings.seed, rank=dist.rank,
+                         world_size=dist.world_size, pad_id=tokenizer.pad_id)
+    patient = _PatientBatches(source, settings.patience, dist) if settings.patience is not None else None
+    has_dev = bool(data.dev_examples)
+    evaluate = _dev_evaluator(data, tokenizer, settings.eval_batch_size, patient) if has_dev else None
+    trainer = Trainer(model, _train_config(settings, source, has_dev), patient or source, evaluate=evaluate,
+                      save_model=_save_with_tokenizer(tokenizer), best_metric=data.spec.metric if has_dev else None,
+                      dist=dist)
+    stopped = False
+    try:
+        trainer.fit()
+    except _StopTraining:
+        stopped = True
+    best = _promote_best(settings.out) if dist.is_main else None
+    barrier(dist)
+    return {"task": data.spec.task, "steps": trainer.step, "stopped_early": stopped,
+            "metric": data.spec.metric if has_dev else None, "best_value": trainer.best_value,
+            "best_step": trainer.best_step, "dev": (best or {}).get("metrics", trainer.last_eval),
+            "train_examples": data.train_examples, "train_features": len(data.train_features),
+            "dev_examples": len(data.dev_examples), "out_dir": str(settings.out)}
+
+
+def _train_config(settings: FinetuneSettings, source: TaskBatches, has_dev: bool) -> TrainConfig:
+    steps_per_epoch = max(math.ceil(source.num_batches(0) / settings.grad_accum), 1)
+    eval_every = settings.eval_every or steps_per_epoch
+    save_every = settings.save_every if settings.save_every is not None else eval_every
+    return TrainConfig(out_dir=settings.out, max_steps=settings.max_steps, epochs=settings.epochs,
+                       batch_size=settings.batch_size, grad_accum=settings.grad_accum, lr=settings.lr,
+                       warmup_ratio=settings.warmup_ratio, weight_decay=settings.weight_decay,
+                       log_every=min(50, steps_per_epoch), eval_every=eval_every if has_dev else 0,
+                       save_every=save_every, keep_last=1, seed=settings.seed, resume=settings.resume,
+                       precision=settings.precision, progress=settings.progress)
+
+
+def _dev_evaluator(data: _TaskData, tokenizer: Tokenizer, batch_size: int, patient: _PatientBatches | None):
+    """The loop's evaluate callback: the family's dev metrics (and loss) of the model being trained."""
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        outputs, loss = infer(model, data.dev_features, batch_size=batch_size, pad_id=tokenizer.pad_id)
+        result = families.score(data.spec, data.dev_examples, data.dev_features, outputs)
+        if patient is not None:
+            patient.record(result[data.spec.metric])
+        return result if loss is None else {**result, "loss": loss}
+
+    return evaluate
