@@ -398,8 +398,11 @@ class Tokenizer:
                                             special_tokens=list(SPECIAL_TOKENS), show_progress=False)
         lines = _training_lines(paths, shell.lowercase, shell.strip_accents, shell.tokenize_chinese_chars)
         shell._fast.train_from_iterator(lines, trainer=trainer)
-        vocab = shell._fast.get_vocab()
-        return cls(sorted(vocab, key=vocab.__getitem__), lowercase=lowercase, strip_accents=strip_accents)
+        # The trainer numbers tokens in hash-map order, which changes from run to run, so we order them ourselves:
+        # specials, then by length, then text. Its tie-breaking between equally frequent merges is hash-ordered
+        # too, so two runs can still differ in a few rare tokens: keep the vocab.txt a run was prepared with.
+        learned = sorted(set(shell._fast.get_vocab()) - set(SPECIAL_TOKENS), key=lambda t: (len(t), t))
+        return cls([*SPECIAL_TOKENS, *learned], lowercase=lowercase, strip_accents=strip_accents)
 
     def fingerprint(self) -> str:
         """sha256 over the vocabulary and normalisation: equal fingerprints give equal ids for any text."""
