@@ -8,6 +8,8 @@ from bertkit.model import (
     BertForTokenClassification,
     BertModel,
 )
+from bertkit.finetune import TaskModel, load_task_model
+from bertkit.infer.predictor import Predictor
 from bertkit.tokenizer import Encoding, Tokenizer
 
 __all__ = [
@@ -18,6 +20,9 @@ __all__ = [
     "BertForTokenClassification",
     "BertModel",
     "Encoding",
+    "Predictor",
+    "TaskModel",
     "Tokenizer",
+    "load_task_model",
 ]
 __version__ = "0.1.0"

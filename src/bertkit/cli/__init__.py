@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 
-from bertkit.cli import core, finetune, inspect, pretrain
+from bertkit.cli import core, finetune, inspect, pretrain, serve
 from bertkit.cli.common import UsageError
 
-COMMAND_MODULES = (core, finetune, inspect, pretrain)
+COMMAND_MODULES = (core, finetune, inspect, pretrain, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

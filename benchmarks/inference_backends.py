@@ -1,0 +1,95 @@
+"""Inference backends in one run: bertkit fp32 / int8 (torch), onnxruntime fp32 / int8, and transformers.
+
+All rows embed the same sentences (all-MiniLM-L6-v2). "sorted" rows run bertkit's own length-sorted batches
+(the batches ``Predictor`` makes), in the same order; "in order" rows run the padded batches of 32 in input
+order that ``benchmarks/inference.py`` feeds transformers. Median of interleaved runs; ratios are against
+bertkit fp32 end to end (``embed_texts``: tokenize, sort, batch, forward, pool).
+
+    python benchmarks/inference_backends.py [--threads 2] [--repeats 3] [--sentences 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import transformers
+
+from bertkit import BertModel, Tokenizer
+from bertkit.infer.batching import length_sorted_batches
+from bertkit.infer.encode import embed_texts
+from bertkit.infer.graph import TorchBackend
+from bertkit.infer.onnx_backend import OnnxBackend
+from bertkit.infer.onnx_export import export_onnx, quantize_onnx
+from bertkit.infer.quantize import quantize_int8
+from common import interleaved_medians, machine, minilm_dir, mixed_sentences
+
+
+def sorted_batches(tokenizer: Tokenizer, texts: list[str], batch_size: int) -> list[dict[str, torch.Tensor]]:
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts, max_length=512, truncation=True)]
+    return [tokenizer.batch_encode([texts[i] for i in indices], max_length=512)
+            for indices in length_sorted_batches(lengths, batch_size)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sentences", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    path, bs = minilm_dir(), args.batch_size
+    texts = mixed_sentences(args.sentences)
+    tokenizer = Tokenizer.from_pretrained(path)
+    fp32 = BertModel.from_pretrained(path).eval()
+    int8 = copy.deepcopy(fp32)
+    quantize_int8(int8)
+    ref = transformers.BertModel.from_pretrained(str(path), attn_implementation="sdpa").eval()
+    ref_tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    in_order = [dict(ref_tokenizer(texts[i:i + bs], padding=True, truncation=True, return_tensors="pt"))
+                for i in range(0, len(texts), bs)]
+    by_length = sorted_batches(tokenizer, texts, bs)
+    tmp = Path(tempfile.mkdtemp(prefix="bertkit-bench-"))
+    onnx_fp32 = export_onnx(fp32, tmp / "model.onnx")
+    onnx_int8 = quantize_onnx(onnx_fp32, tmp / "model.int8.onnx")
+    backends = {"bertkit fp32": TorchBackend(fp32), "bertkit int8": TorchBackend(int8),
+                "onnxruntime fp32": OnnxBackend(onnx_fp32, args.threads),
+                "onnxruntime int8": OnnxBackend(onnx_int8, args.threads)}
+
+    def run_all(backend, batches):
+        for b in batches:
+            backend.run(b)
+
+    def transformers_e2e():
+        with torch.inference_mode():
+            for i in range(0, len(texts), bs):
+                ref(**ref_tokenizer(texts[i:i + bs], padding=True, truncation=True, return_tensors="pt"))
+
+    runs = {"bertkit fp32 e2e": lambda: embed_texts(fp32, tokenizer, texts, pooling="mean", batch_size=bs),
+            "bertkit int8 e2e": lambda: embed_texts(int8, tokenizer, texts, pooling="mean", batch_size=bs),
+            "transformers-sdpa e2e": transformers_e2e}
+    for name, backend in backends.items():
+        runs[f"{name} sorted"] = lambda b=backend: run_all(b, by_length)
+        runs[f"{name} in order"] = lambda b=backend: run_all(b, in_order)
+    times = interleaved_medians(runs, repeats=args.repeats)
+    shutil.rmtree(tmp)
+
+    real = sum(int(b["attention_mask"].sum()) for b in by_length)
+    print(f"# inference backends, {datetime.date.today()}, {machine()}")
+    print(f"# all-MiniLM-L6-v2, {len(texts)} sentences, {real} real tokens, batches of {bs}, "
+          f"median of {args.repeats} interleaved runs")
+    print(f"{'run':<30}{'seconds':>9}{'tokens/s':>11}{'bertkit fp32 e2e is':>22}")
+    base = times["bertkit fp32 e2e"]
+    for name, seconds in times.items():
+        print(f"{name:<30}{seconds:>9.3f}{real / seconds:>11.0f}{seconds / base:>21.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The inference graph: encoder plus task head in one forward, with the outputs every backend returns.
+
+The torch backend runs this module directly and the ONNX export traces it, so both backends compute the
+same thing by construction and the predictor reads the same named outputs from either.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bertkit.model import (
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
+
+INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+
+
+class InferenceGraph(nn.Module):
+    """``(input_ids, token_type_ids, attention_mask)`` (B, T) -> a tuple in the order of ``output_names``.
+
+    Outputs: ``last_hidden_state`` (B, T, H) always (embeddings, fill-mask), then the head's:
+    ``logits`` (B, C) for sequence heads or (B, T, C) for token heads; ``start_logits`` and ``end_logits``
+    (B, T) for span heads. Each head line is the head's own forward minus its loss.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.encoder: BertModel = model if isinstance(model, BertModel) else model.bert
+        if isinstance(model, (BertForSequenceClassification, BertForTokenClassification)):
+            self.output_names: tuple[str, ...] = ("last_hidden_state", "logits")
+        elif isinstance(model, BertForQuestionAnswering):
+            self.output_names = ("last_hidden_state", "start_logits", "end_logits")
+        elif isinstance(model, (BertModel, BertForPreTraining)):
+            self.output_names = ("last_hidden_state",)
+        else:
+            raise TypeError(f"no inference graph for {type(model).__name__}")
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        out = self.encoder(input_ids, token_type_ids, attention_mask)
+        hidden = out.last_hidden_state
+        if isinstance(self.model, BertForSequenceClassification):
+            return hidden, self.model.classifier(out.pooler_output)
+        if isinstance(self.model, BertForTokenClassification):
+            return hidden, self.model.classifier(hidden)
+        if isinstance(self.model, BertForQuestionAnswering):
+            start, end = self.model.qa(hidden).float().unbind(-1)
+            return hidden, start, end
+        return (hidden,)
+
+
+class TorchBackend:
+    """Runs the inference graph in eager PyTorch under ``inference_mode``."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.graph = InferenceGraph(model).eval()
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.graph.output_names
+
+    def run(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """batch: the three (B, T) int64 inputs -> named outputs."""
+        with torch.inference_mode():
+            outputs = self.graph(*(batch[name] for name in INPUT_NAMES))
+        return dict(zip(self.graph.output_names, outputs, strict=True))

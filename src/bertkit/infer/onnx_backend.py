@@ -1,0 +1,40 @@
+"""An onnxruntime backend with the torch backend's interface: named (B, T) inputs in, named outputs out."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from bertkit.infer.graph import INPUT_NAMES
+
+
+class OnnxBackend:
+    """Runs an exported :class:`~bertkit.infer.graph.InferenceGraph` on onnxruntime's CPU provider.
+
+    threads: onnxruntime's intra-op thread count (None = its default, one per core).
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("backend='onnx' needs onnxruntime: pip install 'bertkit[onnx]'") from None
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: shape-inference notes on the dynamic axes are expected
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inputs = tuple(i.name for i in self.session.get_inputs())
+        if inputs != INPUT_NAMES:
+            raise ValueError(f"{path}: graph inputs are {inputs}, expected {INPUT_NAMES}; re-export it")
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def run(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        feed = {name: np.ascontiguousarray(batch[name].numpy(), dtype=np.int64) for name in INPUT_NAMES}
+        outputs = self.session.run(list(self.output_names), feed)
+        return {name: torch.from_numpy(out) for name, out in zip(self.output_names, outputs, strict=True)}

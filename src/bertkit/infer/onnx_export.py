@@ -1,0 +1,101 @@
+"""Export a model directory to ONNX, and quantise the exported graph to int8 with onnxruntime.
+
+The graph is :class:`~bertkit.infer.graph.InferenceGraph` (encoder + task head, named outputs), traced by
+torch's TorchScript-based exporter with batch and sequence axes left dynamic. It is traced on a padded
+example, so the padding-skipping path of :mod:`bertkit.model.packing` (gather the real tokens, run the
+per-token layers on them, scatter back) is what the graph contains; a batch without padding runs the same
+graph with every token selected.
+
+``quantize_onnx`` applies the same layer choice as the torch int8 recipe
+(:mod:`bertkit.infer.quantize`): onnxruntime's dynamic int8 on the chosen encoder linears only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bertkit.infer.graph import INPUT_NAMES, InferenceGraph
+from bertkit.infer.quantize import ALL_TARGETS, DEFAULT_RECIPE, Int8Recipe
+from bertkit.model import BertForSequenceClassification
+
+OPSET = 17
+ONNX_FILE = "model.onnx"
+
+
+def _example_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A (2, 8) batch whose second row is padded, so the trace takes the packed path."""
+    ids = torch.arange(16).view(2, 8) % vocab_size
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    return ids, torch.zeros_like(ids), mask
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Trace ``model`` (a bertkit model in eval mode) to an ONNX file, written atomically.
+
+    Inputs: input_ids, token_type_ids, attention_mask, int64 (batch, seq). Outputs: those of
+    :class:`InferenceGraph`, float32.
+    """
+    if model.training:
+        raise ValueError("export_onnx needs a model in eval mode; call model.eval() first")
+    graph = InferenceGraph(model).eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {name: {0: "batch", 1: "seq"} for name in (*INPUT_NAMES, *graph.output_names)}
+    if isinstance(model, BertForSequenceClassification):
+        axes["logits"] = {0: "batch"}  # (B, C): no sequence axis
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():  # the tracer warns about Python-level branches it records as constants
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, _example_inputs(graph.encoder.config.vocab_size), tmp,
+                              input_names=list(INPUT_NAMES), output_names=list(graph.output_names),
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _excluded_nodes(model_path: Path, recipe: Int8Recipe) -> list[str]:
+    """Linear nodes of the graph the recipe keeps in fp32: other encoder linears, pooler and heads.
+
+    Exported node names carry the module path, e.g. ``/bert/layers.0/ffn/fc2/Gemm``.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    excluded = []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        parts = node.name.split("/")
+        in_encoder = any(p.startswith("layers.") for p in parts)
+        target = next((t for t in ALL_TARGETS if t in parts), None)
+        if not in_encoder or target not in recipe.targets:
+            excluded += [node.name, f"{node.name}_MatMul"]  # onnxruntime rewrites Gemm X as MatMul X_MatMul
+    return excluded
+
+
+def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, recipe: Int8Recipe = DEFAULT_RECIPE) -> Path:
+    """Dynamic int8 (onnxruntime) of the encoder linears named by ``recipe``; everything else stays fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = Path(src), Path(dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
+                         reduce_range=recipe.reduce_range, op_types_to_quantize=["MatMul", "Gemm"],
+                         nodes_to_exclude=_excluded_nodes(src, recipe))
+        os.replace(tmp, dst)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dst

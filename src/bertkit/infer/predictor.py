@@ -1,0 +1,365 @@
+"""Predictor: one object per model directory that answers whatever the model was trained to answer.
+
+A fine-tuned directory (its task family in config.json, see :mod:`bertkit.finetune`) answers its task:
+``classify`` (classify / pair / regress), ``tag`` or ``answer`` (qa). Every model gives ``embed``; a
+checkpoint with a masked-LM head also gives ``fill_mask``. ``capabilities`` lists what a directory supports.
+
+Texts are tokenized once, sorted by length and batched so each batch pads only to its own longest text;
+results come back in input order, each flagged ``truncated`` when its text was cut to ``max_length`` tokens.
+The model runs on one of two backends behind the same calls: eager PyTorch (optionally with dynamic int8
+linears, :mod:`bertkit.infer.quantize`) or onnxruntime on the exported graph (:mod:`bertkit.infer.onnx_export`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertkit.checkpoint.io import find_weights, load_standard_state, read_state_dict
+from bertkit.config import BertConfig
+from bertkit.data.tasks.families import ARCHITECTURES, TaskSpec
+from bertkit.data.tasks.qa import decode_qa, encode_qa
+from bertkit.data.tasks.readers import QAExample
+from bertkit.infer.batching import length_sorted_batches
+from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
+from bertkit.infer.graph import TorchBackend
+from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, quantize_int8
+from bertkit.model import BertForPreTraining, BertModel
+from bertkit.tokenizer import Encoding, Tokenizer
+from bertkit.train.metrics import get_entities
+
+log = logging.getLogger("bertkit")
+
+BACKENDS = ("torch", "onnx")
+TASK_CAPABILITY = {"classify": "classify", "pair": "classify", "regress": "classify", "tag": "tag", "qa": "answer"}
+
+
+@dataclass
+class Classification:
+    """label: the predicted class (None for regression); score: its probability, or the regression value."""
+
+    label: str | None
+    score: float
+    probabilities: dict[str, float]  # every class's probability; empty for regression
+    truncated: bool = False
+
+
+@dataclass
+class Entity:
+    """A tagged span: type, character span [start, end) in the input text, the text, mean tag probability."""
+
+    label: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+@dataclass
+class Tagging:
+    entities: list[Entity]
+    truncated: bool = False
+
+
+@dataclass
+class AnswerSpan:
+    """The answer cut from the context: text ("" = no answer), character span (-1 when none), span score."""
+
+    text: str
+    start: int
+    end: int
+    score: float | None  # start + end logit; None when the context has no answerable span
+    truncated: bool = False  # the question was cut to the model's max_query_len tokens
+
+
+@dataclass
+class FillMask:
+    masks: list[list[MaskPrediction]]  # per [MASK] in the text, top-k candidates, most probable first
+    truncated: bool = False
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray  # (N, H) float32, in input order
+    truncated: list[bool]
+
+
+def _check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"{what} must be a list of strings")
+    return list(texts)
+
+
+Row = tuple[Sequence[int], Sequence[int]]  # token ids, token type ids
+
+
+def _collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad (ids, type ids) rows into (B, T) int64 tensors, T = the longest row."""
+    longest = max(len(r[0]) for r in rows)
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, (r_ids, r_types) in enumerate(rows):
+        n = len(r_ids)
+        ids[row, :n], types[row, :n], mask[row, :n] = r_ids, r_types, 1
+    return {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types),
+            "attention_mask": torch.from_numpy(mask)}
+
+
+def load_model(directory: Path) -> tuple[nn.Module, TaskSpec | None]:
+    """A fine-tuned head with its task spec, or a plain encoder (with its MLM head when the file has one)."""
+    config = BertConfig.from_json_file(directory / "config.json")
+    architecture = (config.extra.get("architectures") or [""])[0]
+    if "bertkit" in config.extra or architecture in ARCHITECTURES.values():
+        from bertkit.finetune import load_task_model
+
+        loaded = load_task_model(directory)
+        return loaded.model, loaded.spec
+    weights = find_weights(directory)
+    state = read_state_dict(weights)
+    has_mlm = any(k.startswith("cls.predictions.") for k in state)
+    model = BertForPreTraining(config) if has_mlm else BertModel(config)
+    model.load_report = load_standard_state(model, state, strict=True, source=str(weights))
+    return model.eval(), None
+
+
+class Predictor:
+    """Inference on one model directory (config.json, model.safetensors, vocab.txt).
+
+    Args:
+        backend: "torch" (eager) or "onnx" (onnxruntime on ``onnx_path``, default DIR/model.onnx; exported to
+            a temporary file when absent).
+        quantize: None or "int8": dynamic int8 on the encoder linears chosen by ``recipe``.
+        threads: intra-op threads (torch's setting is process-wide; onnxruntime's per session).
+        batch_size, max_tokens: at most this many texts, and padded tokens, per forward.
+        max_length: tokens per text before truncation; default the fine-tuning length (task models) or the
+            model's position limit.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, backend: str = "torch", quantize: str | None = None,
+                 threads: int | None = None, batch_size: int = 32, max_tokens: int | None = 16384,
+                 max_length: int | None = None, onnx_path: str | os.PathLike | None = None,
+                 recipe: Int8Recipe = DEFAULT_RECIPE) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        self.directory = Path(path)
+        self.model, self.spec = load_model(self.directory)
+        self.tokenizer = Tokenizer.from_pretrained(self.directory)
+        self.config: BertConfig = self.model.config
+        limit = self.config.max_position_embeddings
+        self.max_length = min(max_length or (self.spec.max_seq_len if self.spec else limit), limit)
+        self.batch_size, self.max_tokens, self.quantize = batch_size, max_tokens, quantize
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if threads is not None and backend == "torch":
+            torch.set_num_threads(threads)
+        if backend == "onnx":
+            self.backend = self._onnx_backend(onnx_path, threads, recipe)
+        else:
+            if quantize == "int8":
+                quantize_int8(self.model, recipe)
+            self.backend = TorchBackend(self.model)
+
+    def _onnx_backend(self, onnx_path: str | os.PathLike | None, threads: int | None, recipe: Int8Recipe):
+        from bertkit.infer.onnx_backend import OnnxBackend
+        from bertkit.infer.onnx_export import ONNX_FILE, export_onnx, quantize_onnx
+
+        path = Path(onnx_path) if onnx_path is not None else self.directory / ONNX_FILE
+        if not path.is_file() or self.quantize == "int8":
+            self._tmp = tempfile.TemporaryDirectory(prefix="bertkit-onnx-")
+        if not path.is_file():
+            if onnx_path is not None:
+                raise FileNotFoundError(f"{path}: no such ONNX file; write it with `bertkit export onnx`")
+            path = export_onnx(self.model, Path(self._tmp.name) / ONNX_FILE)
+        if self.quantize == "int8":
+            path = quantize_onnx(path, Path(self._tmp.name) / "model.int8.onnx", recipe)
+        return OnnxBackend(path, threads)
+
+    @property
+    def task(self) -> str | None:
+        """The fine-tuned task family (classify, pair, regress, tag, qa), or None for a plain encoder."""
+        return self.spec.task if self.spec else None
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """Methods this model supports, among classify, tag, answer, fill_mask, embed."""
+        found = [TASK_CAPABILITY[self.task]] if self.task else []
+        if isinstance(self.model, BertForPreTraining):
+            found.append("fill_mask")
+        return (*found, "embed")
+
+    def _require(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            trained = f"fine-tuned for task {self.task!r}" if self.task else "a plain encoder (no task head)"
+            raise ValueError(f"{self.directory} is {trained}; it supports {', '.join(self.capabilities)}, "
+                             f"not {capability}")
+
+    # --- shared machinery ------------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> tuple[list[Encoding], list[bool]]:
+        """Encodings cut to ``max_length`` (pairs longest-first), and whether each was cut."""
+        encodings = self.tokenizer.encode_batch(texts, pairs)
+        truncated = [len(e.ids) > self.max_length for e in encodings]
+        long = [i for i, cut in enumerate(truncated) if cut]
+        if long:
+            again = self.tokenizer.encode_batch([texts[i] for i in long],
+                                                None if pairs is None else [pairs[i] for i in long],
+                                                max_length=self.max_length, truncation="longest_first")
+            for i, encoding in zip(long, again, strict=True):
+                encodings[i] = encoding
+        return encodings, truncated
+
+    def _batches(self, rows: Sequence[Row]) -> Iterator[tuple[list[int], dict, dict[str, torch.Tensor]]]:
+        """(indices into rows, the padded batch, the backend's outputs), longest rows first."""
+        lengths = [len(r[0]) for r in rows]
+        for indices in length_sorted_batches(lengths, self.batch_size, self.max_tokens):
+            batch = _collate([rows[i] for i in indices], self.tokenizer.pad_id)
+            yield indices, batch, self.backend.run(batch)
+
+    # --- tasks -----------------------------------------------------------------------------------------
+
+    def classify(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Classification]:
+        """A label and class probabilities per text (or text pair); the value for regression models."""
+        self._require("classify")
+        texts = _check_texts(texts)
+        if (pairs is not None) != (self.task == "pair"):
+            need = "needs" if self.task == "pair" else "takes no"
+            raise ValueError(f"{self.directory} was fine-tuned for task {self.task!r}: it {need} pairs")
+        if pairs is not None:
+            pairs = _check_texts(pairs, "pairs")
+            if len(pairs) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        encodings, truncated = self.encode(texts, pairs)
+        results: list[Classification] = [None] * len(texts)  # type: ignore[list-item]
+        for indices, _, out in self._batches(_rows(encodings)):
+            for i, row in zip(indices, out["logits"].float(), strict=True):
+                results[i] = self._classification(row, truncated[i])
+        return results
+
+    def _classification(self, logits: torch.Tensor, truncated: bool) -> Classification:
+        if self.task == "regress":
+            return Classification(None, float(logits[0]), {}, truncated)
+        probs = logits.softmax(-1).tolist()
+        best = int(np.argmax(probs))
+        labels = self.spec.labels
+        return Classification(labels[best], probs[best], dict(zip(labels, probs, strict=True)), truncated)
+
+    def tag(self, texts: Sequence[str]) -> list[Tagging]:
+        """Entities with character spans into each text.
+
+        As in training (:mod:`bertkit.data.tasks.tagging`), a word is a whitespace-separated run and takes the
+        tag predicted at its first sub-token; words cut off by truncation are tagged O.
+        """
+        self._require("tag")
+        texts = _check_texts(texts)
+        encodings, truncated = self.encode(texts)
+        results: list[Tagging] = [None] * len(texts)  # type: ignore[list-item]
+        for indices, _, out in self._batches(_rows(encodings)):
+            probs = out["logits"].float().softmax(-1)  # (B, T, C)
+            for row, i in enumerate(indices):
+                entities = _entities(texts[i], encodings[i], probs[row].numpy(), self.spec.labels)
+                results[i] = Tagging(entities, truncated[i])
+        return results
+
+    def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> list[AnswerSpan]:
+        """The best answer span in each question's context (long contexts are read in overlapping windows)."""
+        self._require("answer")
+        questions, contexts = _check_texts(questions, "questions"), _check_texts(contexts, "contexts")
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        spec = self.spec
+        examples = [QAExample(str(i), q, c) for i, (q, c) in enumerate(zip(questions, contexts, strict=True))]
+        features = encode_qa(examples, self.tokenizer, max_seq_len=self.max_length, doc_stride=spec.doc_stride,
+                             max_query_len=min(spec.max_query_len, self.max_length - 4))
+        starts: list[np.ndarray] = [np.empty(0)] * len(features)
+        ends: list[np.ndarray] = [np.empty(0)] * len(features)
+        for indices, _, out in self._batches([(f.input_ids, f.token_type_ids) for f in features]):
+            for row, i in enumerate(indices):
+                starts[i], ends[i] = out["start_logits"][row].numpy(), out["end_logits"][row].numpy()
+        decoded = decode_qa(examples, features, starts, ends, allow_no_answer=spec.squad_v2,
+                            null_score_diff_threshold=spec.null_threshold).details
+        question_lengths = [len(e.ids) for e in self.tokenizer.encode_batch(questions, add_special_tokens=False)]
+        results = []
+        for i, length in enumerate(question_lengths):
+            p = decoded[str(i)]
+            score = p.score if math.isfinite(p.score) else None
+            results.append(AnswerSpan(p.text, p.start_char, p.end_char, score, length > spec.max_query_len))
+        return results
+
+    def fill_mask(self, texts: Sequence[str], top_k: int = 5) -> list[FillMask]:
+        """Top-k tokens for every [MASK] of every text; the masked-LM head runs only at the masked positions."""
+        self._require("fill_mask")
+        texts = _check_texts(texts)
+        encodings, truncated = self.encode(texts)
+        mask_id = self.tokenizer.mask_id
+        for i, text in enumerate(texts):
+            if mask_id not in encodings[i].ids and "[MASK]" not in text:
+                raise ValueError(f"text {i} has no [MASK] token; write [MASK] where a word should be predicted")
+        top_k = max(1, min(top_k, self.config.vocab_size))
+        results: list[FillMask] = [None] * len(texts)  # type: ignore[list-item]
+        for indices, batch, out in self._batches(_rows(encodings)):
+            selected = batch["input_ids"] == mask_id  # (B, T)
+            with torch.inference_mode():
+                hidden = out["last_hidden_state"][selected]  # (M, H)
+                probs = self.model.mlm(hidden, self.model.bert.embeddings.token.weight).float().softmax(-1)
+                top = probs.topk(top_k, dim=-1)
+            counts = selected.sum(1).tolist()
+            ids, values = top.indices.split(counts), top.values.split(counts)
+            for row, i in enumerate(indices):
+                masks = [[MaskPrediction(t, k, p) for t, k, p in
+                          zip(self.tokenizer.convert_ids_to_tokens(r_ids), r_ids, r_p, strict=True)]
+                         for r_ids, r_p in zip(ids[row].tolist(), values[row].tolist(), strict=True)]
+                results[i] = FillMask(masks, truncated[i])
+        return results
+
+    def embed(self, texts: Sequence[str], pooling: str = "mean", normalize: bool = False) -> Embeddings:
+        """One vector per text: the mean over its real tokens or the [CLS] vector; optionally L2-normalised."""
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        texts = _check_texts(texts)
+        vectors = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
+        encodings, truncated = self.encode(texts)
+        for indices, batch, out in self._batches(_rows(encodings)):
+            pooled = pool(out["last_hidden_state"], batch["attention_mask"], pooling)
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            vectors[indices] = pooled.float().numpy()
+        return Embeddings(vectors, truncated)
+
+
+def _rows(encodings: Sequence[Encoding]) -> list[Row]:
+    return [(e.ids, e.type_ids) for e in encodings]
+
+
+def _entities(text: str, encoding: Encoding, probs: np.ndarray, labels: Sequence[str]) -> list[Entity]:
+    """probs: (T, C) tag probabilities of the encoding's tokens -> entities over whitespace words of ``text``."""
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    starts = [start for start, _ in words]
+    tags, scores = ["O"] * len(words), [0.0] * len(words)
+    tagged: set[int] = set()
+    for position, sequence in enumerate(encoding.sequence_ids):
+        if sequence is None:
+            continue
+        word = bisect.bisect_right(starts, encoding.offsets[position][0]) - 1
+        if word < 0 or word in tagged:
+            continue
+        tagged.add(word)
+        best = int(probs[position].argmax())
+        tags[word], scores[word] = labels[best], float(probs[position, best])
+    entities = []
+    for label, first, last in get_entities(tags):
+        start, end = words[first][0], words[last][1]
+        entities.append(Entity(label, start, end, text[start:end], float(np.mean(scores[first:last + 1]))))
+    return entities

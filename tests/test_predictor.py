@@ -1,0 +1,146 @@
+"""Predictor: every task family, fill-mask and embeddings agree with the model run directly, one text at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit.data.tasks.qa import decode_qa, encode_qa
+from bertkit.data.tasks.readers import QAExample
+from bertkit.infer.encode import embed_texts, fill_mask
+from bertkit.infer.predictor import Predictor
+from bertkit.model import BertForPreTraining
+from infer_toys import SPECS, make_model_dirs
+
+TEXTS = ["the film was good", "bad", "alice visited paris then rome and the plot was very nice", "",
+         "bob  met   carol in oslo .", "a very very long story " * 3]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_model_dirs(tmp_path_factory.mktemp("infer"))
+
+
+def direct(predictor: Predictor, text: str, pair: str | None = None):
+    """The model's own forward on one unpadded text, truncated as the predictor does."""
+    enc = predictor.tokenizer.encode(text, pair, max_length=predictor.max_length, truncation="longest_first")
+    ids, types = torch.tensor([enc.ids]), torch.tensor([enc.type_ids])
+    with torch.no_grad():
+        return enc, predictor.model(ids, types, torch.ones_like(ids))
+
+
+def test_classify_matches_the_model_text_by_text(dirs):
+    p = Predictor(dirs["classify"], batch_size=4)
+    results = p.classify(TEXTS)
+    for text, r in zip(TEXTS, results, strict=True):
+        probs = direct(p, text)[1].logits[0].softmax(-1)
+        assert [r.probabilities[k] for k in ("neg", "pos")] == pytest.approx(probs.tolist(), abs=1e-5)
+        assert r.label == ("neg", "pos")[int(probs.argmax())] and r.score == max(r.probabilities.values())
+
+
+def test_pair_model_needs_pairs_and_matches_the_model(dirs):
+    p = Predictor(dirs["pair"])
+    pairs = ["yes it was", "no", "", "what colour"]
+    results = p.classify(TEXTS[:4], pairs)
+    for text, pair, r in zip(TEXTS[:4], pairs, results, strict=True):
+        probs = direct(p, text, pair)[1].logits[0].softmax(-1)
+        assert r.probabilities["yes"] == pytest.approx(float(probs[1]), abs=1e-5)
+    with pytest.raises(ValueError, match="'pair': it needs pairs"):
+        p.classify(TEXTS)
+
+
+def test_regression_returns_the_value(dirs):
+    p = Predictor(dirs["regress"])
+    results = p.classify(TEXTS)
+    for text, r in zip(TEXTS, results, strict=True):
+        assert r.label is None and r.probabilities == {}
+        assert r.score == pytest.approx(float(direct(p, text)[1].logits[0, 0]), abs=1e-5)
+
+
+def test_tag_entities_follow_first_subtoken_tags_with_char_spans(dirs):
+    p = Predictor(dirs["tag"], batch_size=2)
+    labels = SPECS["tag"].labels
+    for text, result in zip(TEXTS, p.tag(TEXTS), strict=True):
+        enc, out = direct(p, text)
+        best = out.logits[0].argmax(-1).tolist()
+        first_tags = {}  # word start char -> tag at its first sub-token
+        for position, seq in enumerate(enc.sequence_ids):
+            if seq is not None:
+                start = enc.offsets[position][0]
+                word_start = text.rfind(" ", 0, start + 1) + 1
+                first_tags.setdefault(word_start, labels[best[position]])
+        for entity in result.entities:
+            assert entity.text == text[entity.start:entity.end]
+            assert first_tags[entity.start] == f"B-{entity.label}" or first_tags[entity.start] == f"I-{entity.label}"
+        starts = {e.start for e in result.entities}
+        begins = {s for s, tag in first_tags.items() if tag.startswith("B-")}
+        assert begins <= starts  # every B- word opens an entity
+
+
+def test_answer_matches_windowed_decoding_of_the_model(dirs):
+    p = Predictor(dirs["qa"], batch_size=3)
+    questions = ["what colour was the car", "who", ""]
+    contexts = ["the car was red and the house was blue " * 4, "alice met bob", ""]
+    results = p.answer(questions, contexts)
+    examples = [QAExample(str(i), q, c) for i, (q, c) in enumerate(zip(questions, contexts, strict=True))]
+    features = encode_qa(examples, p.tokenizer, max_seq_len=32, doc_stride=8, max_query_len=8)
+    assert max(f.example_index for f in features) == 2 and len(features) > 4  # the long context has windows
+    starts, ends = [], []
+    for f in features:
+        ids = torch.tensor([f.input_ids])
+        with torch.no_grad():
+            out = p.model(ids, torch.tensor([f.token_type_ids]), torch.ones_like(ids))
+        starts.append(out.start_logits[0].numpy())
+        ends.append(out.end_logits[0].numpy())
+    expected = decode_qa(examples, features, starts, ends).details
+    for i, r in enumerate(results):
+        e = expected[str(i)]
+        assert (r.text, r.start, r.end) == (e.text, e.start_char, e.end_char)
+        assert r.text == contexts[i][r.start:r.end] if r.start >= 0 else r.text == ""
+    assert results[2].text == "" and results[2].score is None  # nothing to answer from
+    assert results[0].truncated is False and p.answer(["what " * 20], ["red car"])[0].truncated is True
+
+
+def test_fill_mask_matches_the_single_text_function(dirs):
+    p = Predictor(dirs["pretrained"])
+    texts = ["the [MASK] was good", "alice [MASK] paris and [MASK] rome", "[MASK]"]
+    model = BertForPreTraining.from_pretrained(dirs["pretrained"]).eval()
+    for text, result in zip(texts, p.fill_mask(texts, top_k=3), strict=True):
+        reference = fill_mask(model, p.tokenizer, text, top_k=3)
+        assert [[c.token for c in m] for m in result.masks] == [[c.token for c in m] for m in reference]
+        got = [[c.probability for c in m] for m in result.masks]
+        assert np.allclose(got, [[c.probability for c in m] for m in reference], atol=1e-5)
+    with pytest.raises(ValueError, match="text 0 has no \\[MASK\\]"):
+        p.fill_mask(["no mask here"])
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_embed_matches_embed_texts(dirs, pooling):
+    p = Predictor(dirs["pretrained"], batch_size=2)
+    out = p.embed(TEXTS, pooling=pooling, normalize=True)
+    expected = embed_texts(p.model.bert, p.tokenizer, TEXTS, pooling=pooling, batch_size=64, normalize=True)
+    assert out.vectors.shape == (len(TEXTS), 32) and out.truncated == [False] * len(TEXTS)
+    assert np.allclose(out.vectors, expected, atol=1e-5)
+
+
+def test_long_texts_are_truncated_flagged_and_equal_to_the_cut_text(dirs):
+    p = Predictor(dirs["classify"])
+    long = "the film was good but the plot was awful " * 20
+    enc = p.tokenizer.encode(long, max_length=p.max_length, truncation=True)
+    cut = long[: enc.offsets[-2][1]]  # the text up to the last kept token
+    results = p.classify([long, cut])
+    assert [r.truncated for r in results] == [True, False]
+    assert results[0].probabilities["pos"] == pytest.approx(results[1].probabilities["pos"], abs=1e-5)
+
+
+def test_capabilities_and_errors_name_the_trained_task(dirs):
+    assert Predictor(dirs["tag"]).capabilities == ("tag", "embed")
+    assert Predictor(dirs["pretrained"]).capabilities == ("fill_mask", "embed")
+    with pytest.raises(ValueError, match="fine-tuned for task 'classify'.*not tag"):
+        Predictor(dirs["classify"]).tag(["a"])
+    with pytest.raises(TypeError, match="list of strings"):
+        Predictor(dirs["classify"]).classify("one string")
+    with pytest.raises(ValueError, match="backend"):
+        Predictor(dirs["classify"], backend="tensorrt")

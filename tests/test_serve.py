@@ -1,0 +1,183 @@
+"""The HTTP server over real loopback sockets: results, micro-batching, limits, API key, bad input, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from bertkit.infer.predictor import Predictor
+from infer_toys import make_model_dirs
+
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+from bertkit.serve.app import ServeSettings, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_model_dirs(tmp_path_factory.mktemp("serve"))
+
+
+class Server:
+    """uvicorn in a thread on a free 127.0.0.1 port."""
+
+    def __init__(self, app) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def classify_server(dirs):
+    settings = ServeSettings(max_batch=64, max_wait_ms=200, max_texts=8, max_text_chars=2000, max_body_bytes=20_000)
+    server = Server(create_app(Predictor(dirs["classify"]), settings))
+    yield server
+    server.stop()
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_classify_returns_the_predictor_results_and_flags_truncation(classify_server, dirs):
+    texts = ["the film was good", "", "bad " * 200]
+    response = httpx.post(f"{classify_server.url}/v1/classify", json={"texts": texts})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    expected = Predictor(dirs["classify"]).classify(texts)
+    assert [r["label"] for r in results] == [e.label for e in expected]
+    assert [r["truncated"] for r in results] == [False, False, True]
+    assert results[0]["probabilities"]["pos"] == pytest.approx(expected[0].probabilities["pos"], abs=1e-5)
+
+
+def test_concurrent_requests_share_a_model_call(classify_server):
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: httpx.post(f"{classify_server.url}/v1/classify",
+                                                   json={"texts": [f"text {i}"]}).status_code, range(8)))
+    assert codes == [200] * 8
+    text = httpx.get(f"{classify_server.url}/metrics").text
+    merged = [line for line in text.splitlines() if line.startswith("bertkit_batch_requests_bucket")
+              and 'le="1"' in line]
+    total = metric(text, "bertkit_batch_requests_count")
+    assert float(merged[0].rsplit(" ", 1)[1]) < total  # some model call served more than one request
+    assert 'bertkit_requests_total{endpoint="classify",status="200"}' in text
+    assert "bertkit_request_seconds_bucket" in text
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"texts": ["a"] * 9}, 413, "9 texts in one request; the limit is 8"),
+    ({"texts": ["a" * 2001]}, 422, "texts[0] has 2001 characters"),
+    ({"texts": "not a list"}, 422, "texts"),
+    ({"texts": [1, 2]}, 422, "texts.0"),
+    ({"text": ["a"]}, 422, "texts: Field required"),
+    ({"texts": ["a"], "pairs": ["b"]}, 422, "fine-tuned for task 'classify': it takes no 'pairs'"),
+])
+def test_bad_requests_get_json_errors(classify_server, body, status, message):
+    response = httpx.post(f"{classify_server.url}/v1/classify", json=body)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_malformed_bodies_and_other_tasks_get_json_errors(classify_server):
+    url = classify_server.url
+    json_type = {"content-type": "application/json"}
+    cases = [
+        (httpx.post(f"{url}/v1/classify", content=b'{"texts": ["\xff\xfe"]}', headers=json_type), 400),  # not UTF-8
+        (httpx.post(f"{url}/v1/classify", content=b'{"texts": [', headers=json_type), 400),
+        (httpx.post(f"{url}/v1/classify", content=b"x" * 30_000, headers=json_type), 413),
+        (httpx.post(f"{url}/v1/classify", content=b'["a"]', headers=json_type), 422),
+        (httpx.post(f"{url}/v1/classify", json={"texts": ["a"] * 10_000}), 413),
+        (httpx.post(f"{url}/v1/tag", json={"texts": ["a"]}), 404),
+        (httpx.post(f"{url}/v1/answer", json={"texts": ["who"]}), 404),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["status"] == status
+    assert "fine-tuned for task 'classify'" in cases[-2][0].json()["error"]
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "task": "classify",
+                                                   "endpoints": ["/v1/classify", "/v1/embed"]}
+    assert httpx.get(f"{url}/openapi.json").status_code == 200
+    assert metric(httpx.get(f"{url}/metrics").text, "bertkit_errors_total") >= len(cases)
+
+
+def test_qa_needs_contexts_and_every_task_endpoint_answers(dirs):
+    servers = {name: Server(create_app(Predictor(dirs[name]))) for name in ("qa", "tag", "pretrained")}
+    try:
+        qa = servers["qa"].url
+        missing = httpx.post(f"{qa}/v1/answer", json={"texts": ["what colour"]})
+        assert missing.status_code == 422 and "contexts: Field required" in missing.json()["error"]
+        answer = httpx.post(f"{qa}/v1/answer", json={"texts": ["what colour"], "contexts": ["the car was red"]})
+        assert answer.status_code == 200 and set(answer.json()["results"][0]) >= {"text", "start", "end", "score"}
+        tag = httpx.post(f"{servers['tag'].url}/v1/tag", json={"texts": ["alice visited paris", ""]})
+        assert tag.status_code == 200 and len(tag.json()["results"]) == 2
+        url = servers["pretrained"].url
+        fill = httpx.post(f"{url}/v1/fill-mask", json={"texts": ["the [MASK] was good"], "top_k": 2})
+        assert len(fill.json()["results"][0]["masks"][0]) == 2
+        assert httpx.post(f"{url}/v1/fill-mask", json={"texts": ["no mask"]}).status_code == 422
+        embed = httpx.post(f"{url}/v1/embed", json={"texts": ["a", "b c"], "normalize": True}).json()["results"]
+        assert len(embed[0]["embedding"]) == 32 and sum(x * x for x in embed[1]["embedding"]) == pytest.approx(1, 1e-4)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def test_api_key_is_required_when_set(dirs):
+    server = Server(create_app(Predictor(dirs["classify"]), ServeSettings(api_key="s3cret")))
+    try:
+        url = f"{server.url}/v1/embed"
+        assert httpx.post(url, json={"texts": ["a"]}).status_code == 401
+        assert httpx.post(url, json={"texts": ["a"]}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert httpx.post(url, json={"texts": ["a"]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_sigterm_finishes_the_request_in_flight(dirs):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "BERTKIT_API_KEY": ""}
+    process = subprocess.Popen([sys.executable, "-m", "bertkit", "serve", "--model", str(dirs["classify"]),
+                                "--port", str(port), "--max-wait-ms", "1500"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, f"{url}/v1/classify", json={"texts": ["good"]}, timeout=30)
+            time.sleep(0.5)  # the request now waits in the batcher (max wait 1.5 s)
+            process.send_signal(signal.SIGTERM)
+            response = pending.result()
+        assert response.status_code == 200 and response.json()["results"][0]["label"] in ("neg", "pos")
+        assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.stdout.read().decode()
+    assert "Traceback" not in output, output
