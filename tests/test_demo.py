@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end_and_shows_learning(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("before:") == printed.count("after:") == 4
     for name in ("corpus.txt", "tokenizer/vocab.txt", "shards/manifest.json", "config.json", "model.safetensors",
-                 "vocab.txt", "metrics.jsonl", "plots/loss.png", MARKER):
+                 "vocab.txt", "metrics.jsonl", "report.html", "loss.png", MARKER):
         assert (out / name).is_file(), name
     summary = json.loads((out / MARKER).read_text())["summary"]
     assert summary["eval_mlm_accuracy"] > summary["initial_eval"]["mlm_accuracy"] + 0.02

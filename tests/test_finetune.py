@@ -101,6 +101,18 @@ def test_final_model_is_the_best_dev_checkpoint(runs):
     assert not (settings.out / "best").exists() and not (settings.out / "checkpoints").exists()
 
 
+def test_every_run_folder_gets_a_report_with_confusion_matrix_or_entity_scores(runs):
+    for task, (settings, _) in runs.items():
+        assert (settings.out / "report.html").is_file() and (settings.out / "loss.png").is_file(), task
+    details = json.loads((runs["classify"][0].out / "eval_details.json").read_text())
+    matrix = np.array(details["confusion_matrix"])
+    assert details["labels"] == ["neg", "pos"] and matrix.sum() == 64  # every dev example counted once
+    assert (runs["classify"][0].out / "confusion_matrix.png").is_file()
+    entities = json.loads((runs["tag"][0].out / "eval_details.json").read_text())["per_entity"]
+    assert entities and all(0.0 <= v["f1"] <= 1.0 for v in entities.values())
+    assert (runs["tag"][0].out / "entity_f1.png").is_file()
+
+
 def test_model_directory_carries_task_labels_and_tokenizer(runs):
     settings, _ = runs["classify"]
     config = json.loads((settings.out / "config.json").read_text())

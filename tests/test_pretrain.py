@@ -50,7 +50,7 @@ def test_tiny_bert_learns_mlm_and_nsp_on_the_fixture_corpus(data, tmp_path):
     assert summary["eval_perplexity"] < 0.5 * before["perplexity"]
     assert summary["eval_nsp_accuracy"] > 0.58  # 0.61-0.67 over seeds 0-2; always-one-class gives 0.475
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "metrics.jsonl",
-                 "pretrain.json", "plots/loss.png", "plots/eval.png", "plots/lr.png"):
+                 "pretrain.json", "report.html", "loss.png", "eval_metrics.png", "lr.png"):
         assert (out / name).is_file(), name
     assert BertConfig.from_json_file(out / "config.json").vocab_size == ShardSet(data[1]).vocab_size == 1500
     assert Tokenizer.from_pretrained(out).fingerprint() == ShardSet(data[1]).fingerprint
@@ -130,16 +130,3 @@ def test_settings_reject_inconsistent_values(data):
         settings(data, "x", phase2_steps=2)
     with pytest.raises(ValueError, match="init_from or config_file"):
         settings(data, "x", init_from="a", config_file="b")
-
-
-def test_plots_are_drawn_or_reported_missing(tmp_path, monkeypatch):
-    from bertkit.train import plots
-
-    records = [{"step": s, "loss": 5.0 / s, "lr": 1e-3} for s in range(1, 6)]
-    records.append({"step": 5, "eval_loss": 1.0, "eval_mlm_accuracy": 0.3, "eval_nsp_accuracy": 0.7})
-    written = plots.plot_metrics(records, tmp_path)
-    assert [p.name for p in written] == ["loss.png", "lr.png", "eval.png"]
-    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)
-    with pytest.raises(plots.PlotsUnavailable, match="pip install"):
-        plots.plot_metrics(records, tmp_path / "none")

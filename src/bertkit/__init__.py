@@ -1,6 +1,8 @@
 """bertkit: a complete, readable BERT system."""
 
 from bertkit.config import BertConfig
+from bertkit.finetune import TaskModel, load_task_model
+from bertkit.infer.predictor import Predictor
 from bertkit.model import (
     BertForPreTraining,
     BertForQuestionAnswering,
@@ -8,8 +10,6 @@ from bertkit.model import (
     BertForTokenClassification,
     BertModel,
 )
-from bertkit.finetune import TaskModel, load_task_model
-from bertkit.infer.predictor import Predictor
 from bertkit.tokenizer import Encoding, Tokenizer
 
 __all__ = [

@@ -10,7 +10,7 @@ The demo folder (``demo.json`` marks it as one, so a rerun may replace it and no
 
     corpus.txt  tokenizer/  shards/           the data, as `bertkit prepare` would write it
     config.json  model.safetensors  vocab.txt  the pretrained model (load it with BertForPreTraining.from_pretrained)
-    metrics.jsonl  pretrain.json  plots/       how training went
+    metrics.jsonl  pretrain.json  report.html  loss.png  how training went
 """
 
 from __future__ import annotations
@@ -177,9 +177,9 @@ def _report(echo: Callable[[str], None], settings: DemoSettings, summary: dict[s
             echo(f"  {key:<13} {initial[key]:10.4f} -> {summary[f'eval_{key}']:.4f}")
     echo(f"\nmodel:   {out}/ (config.json, model.safetensors, vocab.txt)")
     echo(f"metrics: {out / 'metrics.jsonl'}")
-    plots = summary.get("plots") or []
-    echo(f"plots:   {', '.join(plots)}" if plots else "plots:   none (matplotlib is not installed: "
-                                                       "pip install 'bertkit[plots]')")
+    report = summary.get("report")
+    echo(f"report:  {report} (loss curve: {out / 'loss.png'})" if report else
+         "report:  none (matplotlib is not installed: pip install 'bertkit[plots]')")
     data = [] if settings.corpus else ["corpus.txt"]
     echo(f"data:    {', '.join(str(out / d) for d in [*data, 'tokenizer', 'shards'])}")
     echo(f"try:     bertkit fill-mask \"{settings.sentences[0]}\" --model {out}")

@@ -42,6 +42,7 @@ from bertkit.data.tasks import families
 from bertkit.data.tasks.batches import TaskBatches, sorted_batches
 from bertkit.data.tasks.families import TaskSpec
 from bertkit.data.tasks.readers import glue_path
+from bertkit.inspect.report import DETAILS_FILE, write_report
 from bertkit.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import checkpointing
@@ -437,6 +438,8 @@ def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> di
     except _StopTraining:
         stopped = True
     best = _promote_best(settings.out) if dist.is_main else None
+    if dist.is_main:
+        _write_report(settings, data, tokenizer, trainer.best_step)
     barrier(dist)
     return {"task": data.spec.task, "steps": trainer.step, "stopped_early": stopped,
             "metric": data.spec.metric if has_dev else None, "best_value": trainer.best_value,
@@ -455,6 +458,17 @@ def _train_config(settings: FinetuneSettings, source: TaskBatches, has_dev: bool
                        log_every=min(50, steps_per_epoch), eval_every=eval_every if has_dev else 0,
                        save_every=save_every, keep_last=1, seed=settings.seed, resume=settings.resume,
                        precision=settings.precision, progress=settings.progress)
+
+
+def _write_report(settings: FinetuneSettings, data: _TaskData, tokenizer: Tokenizer, step: int | None) -> None:
+    """eval_details.json (confusion matrix or per-entity scores of the final model on dev), then report.html."""
+    if data.dev_examples:
+        final = load_task_model(settings.out).model
+        outputs, _ = infer(final, data.dev_features, batch_size=settings.eval_batch_size, pad_id=tokenizer.pad_id)
+        extra = families.details(data.spec, data.dev_examples, data.dev_features, outputs)
+        if extra:
+            write_json(settings.out / DETAILS_FILE, {"step": step, **extra})
+    write_report(settings.out)
 
 
 def _dev_evaluator(data: _TaskData, tokenizer: Tokenizer, batch_size: int, patient: _PatientBatches | None):

@@ -73,8 +73,8 @@ def _print_summary(summary: dict, out: Path) -> None:
             print(f"  held-out {key:<13} {start}{summary[f'eval_{key}']:.4f}")
     print(f"model:   {out}/ (config.json, model.safetensors, vocab.txt)")
     print(f"metrics: {out / 'metrics.jsonl'}")
-    if summary.get("plots"):
-        print(f"plots:   {', '.join(summary['plots'])}")
+    if summary.get("report"):
+        print(f"report:  {summary['report']} (loss, learning rate, evaluation and tokens/s plots)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -105,7 +105,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("pretrain", help="pretrain BERT (masked LM + next sentence) on a shard set")
     p.add_argument("--data", required=True, help="shard set written by `bertkit prepare`")
-    p.add_argument("--out", required=True, help="run folder: model, metrics.jsonl, plots, checkpoints")
+    p.add_argument("--out", required=True, help="run folder: model, metrics.jsonl, report, checkpoints")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", choices=list(PRESETS), help="model size for a fresh model (default: base)")
     model.add_argument("--config", help="config.json for a fresh model (its vocab_size follows the shards)")

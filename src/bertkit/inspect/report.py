@@ -26,6 +26,7 @@ import base64
 import datetime
 import html
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,15 @@ def _check_entities(path: Path, entities: Any) -> None:
     for name, scores in entities.items():
         if not isinstance(scores, dict) or not all(isinstance(scores.get(k), int | float) for k in ENTITY_SCORES):
             raise ValueError(f"{path}: per_entity[{name!r}] needs numeric 'precision', 'recall' and 'f1'")
+
+
+def write_report(run_dir: str | Path) -> Path | None:
+    """:func:`build_report` at the end of a training run: without matplotlib, a warning instead of an error."""
+    try:
+        return build_report(run_dir)
+    except ImportError as err:
+        logging.getLogger("bertkit").warning("%s", err)
+        return None
 
 
 def build_report(run_dir: str | Path) -> Path:

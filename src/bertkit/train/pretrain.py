@@ -7,8 +7,8 @@ steps at sequence length 128 and the rest at 512. Here a run is one call::
 
 A run folder holds the final model in the standard layout (``config.json``, ``model.safetensors``, ``vocab.txt``,
 ``tokenizer_config.json``), ``metrics.jsonl`` (one line per logged step; evaluation lines add ``eval_*`` metrics),
-``pretrain.json`` (the settings, the data, the evaluation before training and the final summary), ``plots/*.png``
-and ``checkpoints/`` for ``resume``.
+``pretrain.json`` (the settings, the data, the evaluation before training and the final summary), ``report.html``
+with its PNG plots (``loss.png`` …, see :mod:`bertkit.inspect.report`) and ``checkpoints/`` for ``resume``.
 
 Evaluation uses a held-out tail of the shard set (the end of the corpus, so no training instance shares its
 documents) masked with a fixed seed, so every evaluation of a run, and of any run on the same shards, scores the
@@ -34,17 +34,17 @@ from torch import nn
 from bertkit.config import PRESETS, BertConfig
 from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches
 from bertkit.data.shards import ShardError, ShardSet
+from bertkit.inspect.report import write_report
 from bertkit.model import BertForPreTraining
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo
-from bertkit.train.logging import METRICS_FILE, read_metrics
+from bertkit.train.logging import METRICS_FILE
 from bertkit.train.loop import Phase, TrainConfig, Trainer, resolve_precision
 
 log = logging.getLogger("bertkit")
 
 RUN_FILE = "pretrain.json"
-PLOTS_DIR = "plots"
 EVAL_MASK_SEED = 0  # evaluation masking never changes, so evaluations are comparable across steps and runs
 # Settings that define a run: resuming with any of them changed would not continue the same run.
 _RUN_DEFINING = ("data", "phase2_data", "phase2_steps", "preset", "config_file", "init_from", "max_steps",
@@ -154,7 +154,8 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
     if dist.is_main:
         _write_json(out_dir / RUN_FILE, {**run_info, "summary": summary})
         if settings.plots:
-            summary["plots"] = [str(p) for p in write_run_plots(out_dir)]
+            report = write_report(out_dir)
+            summary["report"] = str(report) if report else None
     return summary
 
 
@@ -169,22 +170,6 @@ def _initial_eval(trainer: Trainer, evaluate: Callable[[nn.Module], dict[str, fl
         metrics = evaluate(model)
     model.train()
     return metrics
-
-
-def write_run_plots(run_dir: Path) -> list[Path]:
-    """PNG plots of a run folder's metrics (with the step-0 evaluation); none, with a warning, without matplotlib."""
-    from bertkit.train.plots import PlotsUnavailable, plot_metrics
-
-    records = read_metrics(run_dir / METRICS_FILE)
-    info_path = run_dir / RUN_FILE
-    initial = json.loads(info_path.read_text(encoding="utf-8")).get("initial_eval") if info_path.exists() else None
-    if initial:
-        records = [{"step": 0, **{f"eval_{k}": v for k, v in initial.items()}}, *records]
-    try:
-        return plot_metrics(records, run_dir / PLOTS_DIR)
-    except PlotsUnavailable as err:
-        log.warning("%s", err)
-        return []
 
 
 # ---------------------------------------------------------------------------------- data and tokenizer

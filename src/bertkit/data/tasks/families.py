@@ -224,6 +224,20 @@ def score(spec: TaskSpec, examples: Sequence[Example], features: Sequence, outpu
     return metrics.squad_scores(answers, gold)
 
 
+def details(spec: TaskSpec, examples: Sequence[Example], features: Sequence, outputs: Sequence[np.ndarray]) -> dict:
+    """What the training report draws beyond the headline metric: a confusion matrix or per-entity scores."""
+    if spec.task in ("classify", "pair"):
+        preds = np.stack(outputs).argmax(-1).tolist()
+        matrix = metrics.confusion_matrix(preds, [f.label for f in features], len(spec.labels))
+        return {"labels": list(spec.labels), "confusion_matrix": matrix.tolist()}
+    if spec.task == "tag":
+        predicted = tagging.decode_tags(features, outputs, spec.labels)
+        per_type = metrics.entity_scores([list(e.tags) for e in examples], predicted).per_type
+        return {"per_entity": {name: {"precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}
+                               for name, s in per_type.items()}}
+    return {}
+
+
 def prediction_records(
     spec: TaskSpec, examples: Sequence[Example], features: Sequence, outputs: Sequence[np.ndarray]
 ) -> list[dict[str, Any]]:
