@@ -55,9 +55,9 @@ class DemoSettings:
     out_dir: str = "runs/demo"
     corpus: list[str] | None = None
     preset: str = "mini"
-    steps: int = 600
+    steps: int = 300
     vocab_size: int = 8000
-    max_seq_len: int = 128
+    max_seq_len: int = 64
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
