@@ -55,11 +55,11 @@ class DemoSettings:
     out_dir: str = "runs/demo"
     corpus: list[str] | None = None
     preset: str = "mini"
-    steps: int = 300
-    vocab_size: int = 8000
+    steps: int = 400
+    vocab_size: int = 4000
     max_seq_len: int = 64
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 4e-4
     seed: int = 0
     max_corpus_chars: int | None = None
     sentences: tuple[str, ...] = field(default=SENTENCES)
