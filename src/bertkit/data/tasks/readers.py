@@ -202,6 +202,18 @@ def read_jsonl(
     """Read one JSON object per line (blank lines skipped); the column arguments name the keys."""
     path = Path(path)
     examples = []
+    for line, record in _json_records(path):
+        values = []
+        for key in (text_column, pair_column, label_column):
+            if key is not None and key not in record:
+                raise TaskDataError(f"{path}:{line}: no key {key!r} (keys found: {', '.join(record)})")
+            values.append(None if key is None else record[key])
+        examples.append(_make_example(path, line, values, regression))
+    return examples
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines file; anything else names the line."""
     with open_text(path) as handle:
         for line, raw in enumerate(handle, start=1):
             if not raw.strip():
@@ -212,13 +224,7 @@ def read_jsonl(
                 raise TaskDataError(f"{path}:{line}: invalid JSON ({err.msg})") from None
             if not isinstance(record, dict):
                 raise TaskDataError(f"{path}:{line}: expected a JSON object, found {type(record).__name__}")
-            values = []
-            for key in (text_column, pair_column, label_column):
-                if key is not None and key not in record:
-                    raise TaskDataError(f"{path}:{line}: no key {key!r} (keys found: {', '.join(record)})")
-                values.append(None if key is None else record[key])
-            examples.append(_make_example(path, line, values, regression))
-    return examples
+            yield line, record
 
 
 def read_examples(path: str | Path, **columns: str | int | bool | None) -> list[TextExample]:
@@ -409,18 +415,11 @@ def read_qa_jsonl(path: str | Path) -> list[QAExample]:
     the line number otherwise)."""
     path = Path(path)
     examples = []
-    with open_text(path) as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise TaskDataError(f"{path}:{line}: invalid JSON ({err.msg})") from None
-            for key in ("question", "context"):
-                if not isinstance(record, dict) or not str(record.get(key, "")).strip():
-                    raise TaskDataError(f"{path}:{line}: missing or empty {key!r}")
-            examples.append(QAExample(str(record.get("id", line)), record["question"], record["context"]))
+    for line, record in _json_records(path):
+        for key in ("question", "context"):
+            if not str(record.get(key, "")).strip():
+                raise TaskDataError(f"{path}:{line}: missing or empty {key!r}")
+        examples.append(QAExample(str(record.get("id", line)), record["question"], record["context"]))
     return examples
 
 
