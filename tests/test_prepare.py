@@ -45,7 +45,8 @@ def test_shards_hold_valid_instances(reference, tokenizer_dir):
         x = shards[i]
         assert len(x.ids) <= 64 and x.ids[0] == tok.cls_id and x.ids[x.a_len - 1] == x.ids[-1] == tok.sep_id
         assert x.word_starts.tolist() == (~tok.continuation_mask[x.ids]).tolist()
-    assert sorted(os.listdir(out)) == sorted(["manifest.json", *(s["file"] for s in manifest["shards"])])
+    assert sorted(os.listdir(out)) == sorted(["manifest.json", "tokenizer_config.json", "vocab.txt",
+                                              *(s["file"] for s in manifest["shards"])])
 
 
 def test_same_seed_same_bytes_other_seed_differs(reference, tokenizer_dir, tmp_path):

@@ -14,14 +14,10 @@ from bertkit.cli.common import UsageError
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from bertkit.data.prepare import prepare
-    from bertkit.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     manifest = prepare(args.corpus, args.tokenizer, args.out, max_seq_len=args.max_seq_len, workers=args.workers,
                        seed=args.seed, dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob,
                        text_field=args.text_field)
-    # The shard set carries its tokenizer, so `pretrain` can copy it into the run folder.
-    tokenizer.save_pretrained(args.out)
     counts = manifest["counts"]
     print(f"wrote {args.out}: {len(manifest['shards'])} shard(s), {counts['instances']} instances "
           f"({counts['not_next']} NotNext), {counts['tokens']} tokens from {counts['documents']} documents "

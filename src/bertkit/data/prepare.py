@@ -197,6 +197,7 @@ def prepare(
         run = _run_serial(chunks, args) if workers == 1 else _run_parallel(chunks, args, workers)
         results = sorted(run, key=lambda r: r["index"])
         manifest = write_manifest(tmp_dir, _manifest(tok, settings, stats, results, inputs))
+        tok.save_pretrained(tmp_dir)  # the set carries its tokenizer, so a run can copy it beside the model
         _publish(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
