@@ -7,18 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from bertkit.cli import main
 from finetune_toys import make_pretrained, sentiment_rows, write_conll, write_table
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
