@@ -1,4 +1,4 @@
-"""WordPiece tokenisation for BERT: load, train, encode, decode.
+"""WordPiece tokenisation for BERT (and DistilBERT): load vocab.txt, train, encode, decode.
 
 The sub-word step runs in the Rust `tokenizers` library. Its BERT normaliser, though, disagrees with the original
 BERT code on rare text (Python lower-cases before stripping accents, applies NFC, and uses Python's Unicode tables;
@@ -19,22 +19,20 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-import numpy as np
 from tokenizers import AddedToken, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as RustTokenizer
 
+from bertkit.tokenizer.base import CONFIG_FILE, Tokenizer, _Pieces, read_json, utf8_lines, write_atomic
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_WORD_CHARS = 100  # longer words become [UNK], as in the original code
-VOCAB_FILE, CONFIG_FILE = "vocab.txt", "tokenizer_config.json"
-Truncation = bool | Literal["longest_first", "only_first", "only_second"]
+VOCAB_FILE = "vocab.txt"
 
 # Blocks where the Rust normaliser may be used, per character filtered by `_fast_char`: Latin, Greek, Cyrillic,
 # punctuation and symbols, CJK punctuation and kana, CJK ideographs, Hangul syllables, full-width forms, emoji.
@@ -67,31 +65,6 @@ _FAST_TEXT = _fast_text_pattern()
 _DECODE_JOINS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
                  (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 _SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
-
-
-@dataclass
-class Encoding:
-    """One encoded text or pair; all lists have one entry per token (length T)."""
-
-    ids: list[int]
-    type_ids: list[int]
-    attention_mask: list[int]
-    offsets: list[tuple[int, int]]  # char span in the original text (or pair text); (0, 0) for special tokens
-    word_ids: list[int | None]  # word index within its own sequence; None for special tokens
-    sequence_ids: list[int | None]  # 0 = text, 1 = pair, None = special token
-    tokens: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-class _Pieces(NamedTuple):
-    """WordPiece output for one sequence, before special tokens and truncation."""
-
-    ids: list[int]
-    tokens: list[str]
-    offsets: list[tuple[int, int]]
-    word_ids: list[int | None]
 
 
 # ----- exact path: the original BERT basic tokenizer, with an alignment back to the original characters.
@@ -231,10 +204,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     """Normalisation settings from tokenizer_config.json (standard key names); missing file = uncased BERT."""
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a valid JSON file ({err})") from None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
     settings = {}
     for key, name, allowed in (("do_lower_case", "lowercase", (True, False)),
                                ("strip_accents", "strip_accents", (True, False, None)),
@@ -246,100 +218,31 @@ def _read_config(path: Path) -> dict[str, Any]:
     return settings
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename, so a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _training_lines(paths: list[Path], lower: bool, strip: bool, chinese: bool) -> Iterator[str]:
-    """Lines of UTF-8 text files; a byte sequence that is not UTF-8 stops training with its file and line."""
-    for path in paths:
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ValueError(f"{path}:{number}: not valid UTF-8") from None
-                yield line if _FAST_TEXT.fullmatch(line) else _exact_words(line, lower, strip, chinese)[0]
-
-
-# ----- truncation and layout
-
-def _strategy(truncation: Truncation) -> str | None:
-    if truncation is False or truncation is None:
-        return None
-    if truncation is True:
-        return "longest_first"
-    if truncation in ("longest_first", "only_first", "only_second"):
-        return truncation
-    raise ValueError(f"truncation must be a bool, 'longest_first', 'only_first' or 'only_second', got {truncation!r}")
-
-
-def _truncated_lengths(la: int, lb: int | None, budget: int, strategy: str) -> tuple[int, int | None]:
-    """Lengths after removing tokens from the end: longest_first evens out the two sequences, then alternates."""
-    excess = la + (lb or 0) - budget
-    if excess <= 0:
-        return la, lb
-    if strategy == "only_second":
-        if lb is None or lb < excess:
-            raise ValueError(f"only_second cannot remove {excess} tokens from a second sequence of {lb or 0}")
-        return la, lb - excess
-    if strategy == "only_first" or lb is None:
-        if la < excess:
-            raise ValueError(f"cannot remove {excess} tokens from a first sequence of {la}")
-        return la - excess, lb
-    first = min(abs(la - lb), excess)  # longest_first on a pair: first even out, then alternate
-    second = excess - first
-    if la > lb:
-        return la - first - second // 2, lb - (second - second // 2)
-    return la - second // 2, lb - first - (second - second // 2)
-
-
-def _frame(first: list, second: list | None, cls: Any, sep: Any, add_special: bool) -> list:
-    """[CLS] first [SEP] (second [SEP]), the layout BERT was pretrained with."""
-    if not add_special:
-        return first + (second or [])
-    return [cls, *first, sep] + ([*second, sep] if second is not None else [])
-
-
-def _pad(rows: list[list[int]], width: int, fill: int) -> np.ndarray:
-    """(B, width) int64 array of the rows, right-padded with `fill`."""
-    out = np.full((len(rows), width), fill, dtype=np.int64)
-    for out_row, row in zip(out, rows, strict=True):
-        out_row[:len(row)] = row
-    return out
+    """Lines of UTF-8 text files, those off the fast path normalised in Python as the original code does."""
+    for line in utf8_lines(paths):
+        yield line if _FAST_TEXT.fullmatch(line) else _exact_words(line, lower, strip, chinese)[0]
 
 
 # ----- the tokenizer
 
-class Tokenizer:
-    """BERT WordPiece tokenizer; build it with `from_pretrained` or `train`."""
+class WordPieceTokenizer(Tokenizer):
+    """BERT's WordPiece tokenizer with the original code's normalisation; `Tokenizer(tokens, ...)` builds one."""
+
+    kind = "wordpiece"
+    files = (VOCAB_FILE,)
+    description = "WordPiece"
+    default_vocab_size = 30522
 
     def __init__(self, tokens: Sequence[str], *, lowercase: bool = True, strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, source: str = "vocabulary") -> None:
-        self._tokens = list(tokens)
-        self._ids = {token: i for i, token in enumerate(self._tokens)}
-        missing = [t for t in SPECIAL_TOKENS if t not in self._ids]
-        if missing:
-            raise ValueError(f"{source}: missing special tokens {', '.join(missing)}")
-        if len(self._ids) != len(self._tokens):
-            raise ValueError(f"{source}: repeated tokens")
+        self._set_vocabulary(tokens, SPECIAL_TOKENS, source)
         self.lowercase = lowercase
         self.strip_accents = lowercase if strip_accents is None else strip_accents  # as the original code
         self.tokenize_chinese_chars = tokenize_chinese_chars
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self._ids[t] for t in SPECIAL_TOKENS)
-        self.special_ids = frozenset((self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id))
         self._fast = self._rust_pipeline(exact=False)
         self._exact = self._rust_pipeline(exact=True)
-        self._continuation = np.array([t.startswith("##") for t in self._tokens], dtype=bool)
-        self._continuation.flags.writeable = False
+        self._set_continuation(t.startswith("##") for t in self._tokens)
 
     def _rust_pipeline(self, exact: bool) -> RustTokenizer:
         """Fast: the whole BERT pipeline in Rust. Exact: input already normalised and split by `_exact_words`."""
@@ -354,12 +257,11 @@ class Tokenizer:
         rust.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
         return rust
 
-    # ----- loading and saving -----------------------------------------------------------------------------------
+    # ----- loading, saving, training ----------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> Tokenizer:
-        """Load a directory holding vocab.txt (and optionally tokenizer_config.json), or a vocab.txt path."""
-        path = Path(path)
+    def _load(cls, path: Path) -> WordPieceTokenizer:
+        """A folder holding vocab.txt (and optionally tokenizer_config.json), or a vocab.txt path."""
         vocab_path = path / VOCAB_FILE if path.is_dir() else path
         if not vocab_path.is_file():
             raise FileNotFoundError(f"no vocabulary file at {vocab_path}")
@@ -374,23 +276,14 @@ class Tokenizer:
                   "strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars,
                   "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
-        _write_atomic(directory / VOCAB_FILE, "".join(t + "\n" for t in self._tokens))
-        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        write_atomic(directory / VOCAB_FILE, "".join(t + "\n" for t in self._tokens))
+        write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
     @classmethod
-    def train(cls, files: Iterable[str | os.PathLike], *, vocab_size: int = 30522, min_frequency: int = 2,
-              lowercase: bool = True, strip_accents: bool | None = None) -> Tokenizer:
-        """Learn a WordPiece vocabulary (at most `vocab_size` tokens) from UTF-8 text files.
-
-        Special tokens take ids 0-4 ([PAD] [UNK] [CLS] [SEP] [MASK]). A file that is not UTF-8 is an error naming
-        the file and line, rather than a silent skip: a half-read corpus would go unnoticed.
-        """
-        paths = [Path(f) for f in files]
-        if not paths:
-            raise ValueError("train needs at least one text file")
-        for path in paths:
-            if not path.is_file():
-                raise FileNotFoundError(f"training file not found: {path}")
+    def _train(cls, paths: list[Path], *, vocab_size: int, min_frequency: int, lowercase: bool | None,
+               strip_accents: bool | None) -> WordPieceTokenizer:
+        """Special tokens take ids 0-4 ([PAD] [UNK] [CLS] [SEP] [MASK]), learned pieces follow."""
+        lowercase = True if lowercase is None else lowercase
         if vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size={vocab_size} leaves no room beside the {len(SPECIAL_TOKENS)} special tokens")
         shell = cls(SPECIAL_TOKENS, lowercase=lowercase, strip_accents=strip_accents)
@@ -405,37 +298,14 @@ class Tokenizer:
         return cls([*SPECIAL_TOKENS, *learned], lowercase=lowercase, strip_accents=strip_accents)
 
     def fingerprint(self) -> str:
-        """sha256 over the vocabulary and normalisation: equal fingerprints give equal ids for any text."""
+        """sha256 over the vocabulary and normalisation: equal fingerprints give equal ids for any text.
+
+        The hashed state has no "kind" (it predates the other schemes, whose states name theirs), so shard sets
+        prepared before the family grew keep their fingerprints; the key sets differ, so schemes never collide.
+        """
         state = {"format": 1, "vocab": self._tokens, "lowercase": self.lowercase, "strip_accents": self.strip_accents,
                  "tokenize_chinese_chars": self.tokenize_chinese_chars, "max_word_chars": MAX_WORD_CHARS}
         return hashlib.sha256(json.dumps(state, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-    # ----- vocabulary -------------------------------------------------------------------------------------------
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def vocab(self) -> dict[str, int]:
-        return dict(self._ids)
-
-    @property
-    def continuation_mask(self) -> np.ndarray:
-        """(vocab_size,) bool, True for "##" pieces that continue a word (whole-word masking needs it)."""
-        return self._continuation
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._ids.get(token)
-
-    def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-        return [self._tokens[self._checked_id(i)] for i in ids]
-
-    def _checked_id(self, i: Any) -> int:
-        i = int(i)
-        if not 0 <= i < len(self._tokens):
-            raise ValueError(f"token id {i} outside the vocabulary (size {len(self._tokens)})")
-        return i
 
     # ----- encoding ---------------------------------------------------------------------------------------------
 
@@ -470,97 +340,6 @@ class Tokenizer:
                 offsets = [(starts[a], ends[b - 1]) for a, b in offsets]
             pieces.append(_Pieces(enc.ids, enc.tokens, offsets, enc.word_ids))
         return pieces
-
-    @staticmethod
-    def _check_batch(texts: Sequence[str], pairs: Sequence[str] | None) -> tuple[list[str], list[str] | None]:
-        if isinstance(texts, str) or isinstance(pairs, str):
-            raise TypeError("batch methods take lists of str; use encode for a single text")
-        texts, pairs = list(texts), None if pairs is None else list(pairs)
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        return texts, pairs
-
-    def encode(self, text: str, pair: str | None = None, *, max_length: int | None = None,
-               truncation: Truncation = False, add_special_tokens: bool = True) -> Encoding:
-        """Encode a text, or a text pair as [CLS] text [SEP] pair [SEP]."""
-        pairs = None if pair is None else [pair]
-        return self.encode_batch([text], pairs, max_length=max_length, truncation=truncation,
-                                 add_special_tokens=add_special_tokens)[0]
-
-    def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-                     max_length: int | None = None, truncation: Truncation = False,
-                     add_special_tokens: bool = True) -> list[Encoding]:
-        """Encode many texts (and pairs) at once; truncation applies only when `max_length` is given."""
-        texts, pairs = self._check_batch(texts, pairs)
-        strategy = _strategy(truncation)
-        pieces = self._pieces(texts + (pairs or []))
-        seconds: list[_Pieces | None] = pieces[len(texts):] if pairs is not None else [None] * len(texts)
-        return [self._assemble(i, a, b, max_length, strategy, add_special_tokens)
-                for i, (a, b) in enumerate(zip(pieces[:len(texts)], seconds, strict=True))]
-
-    def _lengths(self, index: int, la: int, lb: int | None, max_length: int | None, strategy: str | None,
-                 add_special: bool) -> tuple[int, int | None]:
-        """Sequence lengths after truncation; an over-long encoding without truncation is an error."""
-        n_special = (2 if lb is None else 3) if add_special else 0
-        total = la + (lb or 0) + n_special
-        if max_length is None or total <= max_length:
-            return la, lb
-        if max_length < n_special:
-            raise ValueError(f"max_length={max_length} is shorter than the {n_special} special tokens")
-        if strategy is None:
-            raise ValueError(f"text {index} encodes to {total} tokens, more than max_length={max_length}; "
-                             "pass truncation=True to cut it")
-        return _truncated_lengths(la, lb, max_length - n_special, strategy)
-
-    def _assemble(self, index: int, a: _Pieces, b: _Pieces | None, max_length: int | None, strategy: str | None,
-                  add_special: bool) -> Encoding:
-        """Truncate, then lay out [CLS] a [SEP] b [SEP] with type ids, offsets and word ids."""
-        la, lb = self._lengths(index, len(a.ids), None if b is None else len(b.ids), max_length, strategy,
-                               add_special)
-
-        def cut(field: str, cls: Any, sep: Any) -> list:
-            second = None if b is None else getattr(b, field)[:lb]
-            return _frame(getattr(a, field)[:la], second, cls, sep, add_special)
-
-        sequence_ids = _frame([0] * la, None if b is None else [1] * lb, None, None, add_special)
-        n_second = 0 if b is None else lb + add_special  # the second sequence and its [SEP] have type 1
-        return Encoding(ids=cut("ids", self.cls_id, self.sep_id),
-                        type_ids=[0] * (len(sequence_ids) - n_second) + [1] * n_second,
-                        attention_mask=[1] * len(sequence_ids), offsets=cut("offsets", (0, 0), (0, 0)),
-                        word_ids=cut("word_ids", None, None), sequence_ids=sequence_ids,
-                        tokens=cut("tokens", "[CLS]", "[SEP]"))
-
-    def batch_encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-                     max_length: int | None = 128, truncation: Truncation = "longest_first",
-                     padding: Literal["longest", "max_length", False] = "longest",
-                     return_tensors: Literal["pt", "np"] | None = "pt") -> dict[str, Any]:
-        """Model inputs for a batch: input_ids, token_type_ids, attention_mask, each (B, T) when padded."""
-        if padding not in ("longest", "max_length", False):
-            raise ValueError(f"padding must be 'longest', 'max_length' or False, got {padding!r}")
-        if return_tensors not in ("pt", "np", None):
-            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
-        if padding == "max_length" and max_length is None:
-            raise ValueError("padding='max_length' needs max_length")
-        texts, pairs = self._check_batch(texts, pairs)
-        strategy = _strategy(truncation)
-        ids = self.tokenize_ids(texts + (pairs or []))  # the light path: no offsets, tokens or word ids
-        seconds = ids[len(texts):] if pairs is not None else [None] * len(texts)
-        rows, types = [], []
-        for i, (a, b) in enumerate(zip(ids[:len(texts)], seconds, strict=True)):
-            la, lb = self._lengths(i, len(a), None if b is None else len(b), max_length, strategy, True)
-            rows.append(_frame(a[:la], None if b is None else b[:lb], self.cls_id, self.sep_id, True))
-            types.append([0] * (la + 2) + [1] * (len(rows[-1]) - la - 2))
-        columns = {"input_ids": rows, "token_type_ids": types, "attention_mask": [[1] * len(r) for r in rows]}
-        if padding is False and return_tensors is None:
-            return columns
-        if padding is False and len({len(r) for r in rows}) > 1:
-            raise ValueError("padding=False with return_tensors needs texts of equal token length")
-        width = max_length if padding == "max_length" else max(map(len, rows), default=0)
-        batch = {key: _pad(values, width, self.pad_id if key == "input_ids" else 0) for key, values in columns.items()}
-        if return_tensors == "pt":
-            import torch
-            return {key: torch.from_numpy(array) for key, array in batch.items()}
-        return batch if return_tensors == "np" else {key: array.tolist() for key, array in batch.items()}
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Text from ids: "##" pieces rejoin their word and spaces before punctuation and clitics go.
