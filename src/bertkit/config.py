@@ -4,6 +4,11 @@ The field names are those every BERT checkpoint already uses, so a ``config.json
 original code or by transformers reads straight in, and ours reads back into theirs. Keys we do not
 model (``architectures``, ``transformers_version``, task labels …) are kept in ``extra`` and written back
 unchanged, so a round trip never loses information.
+
+The BERT family (RoBERTa, DistilBERT, ALBERT) is the same dataclass: ``model_type`` names the variant and
+a few fields and properties (``embedding_size``, layer groups, ``position_offset``, ``has_pooler``,
+``sentence_task``) say how it differs. DistilBERT's ``config.json`` spells the shared fields its own way
+(``dim``, ``n_layers`` …); those names are translated at the border, in both directions.
 """
 
 from __future__ import annotations
@@ -28,6 +33,45 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
+MODEL_TYPES = ("bert", "roberta", "distilbert", "albert")
+
+# What ``preset(name, arch=...)`` changes from BERT's defaults: the published settings of each variant.
+ARCH_PRESETS: dict[str, dict[str, Any]] = {
+    "bert": {},
+    "roberta": dict(
+        vocab_size=50265, pad_token_id=1, type_vocab_size=1, max_position_embeddings=514, layer_norm_eps=1e-5
+    ),
+    "distilbert": dict(type_vocab_size=0),  # and half the layers of the BERT preset of the same name
+    "albert": dict(vocab_size=30000, embedding_size=128, hidden_act="gelu_new"),
+}
+
+# Defaults of the reference config classes where they differ from BERT's: a config.json that leaves a
+# key out means these values, not ours.
+FILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bert": {},
+    "roberta": dict(vocab_size=50265, pad_token_id=1),
+    "distilbert": dict(num_hidden_layers=6),
+    "albert": dict(
+        vocab_size=30000, embedding_size=128, hidden_size=4096, num_attention_heads=64, intermediate_size=16384,
+        hidden_act="gelu_new", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    ),
+}
+
+# DistilBERT's config.json names for the shared fields (ours -> theirs).
+DISTILBERT_KEYS = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "intermediate_size": "hidden_dim",
+    "hidden_dropout_prob": "dropout",
+    "attention_probs_dropout_prob": "attention_dropout",
+    "hidden_act": "activation",
+}
+# Fields a DistilBERT config.json cannot express: fixed by the architecture.
+DISTILBERT_FIXED = {"type_vocab_size": 0, "layer_norm_eps": 1e-12}
+ALBERT_FIELDS = ("embedding_size", "num_hidden_groups", "inner_group_num")
+
+
 class ConfigError(ValueError):
     """A config file or value is wrong; the message names the file and key."""
 
@@ -48,6 +92,9 @@ class BertConfig:
     pad_token_id: int = 0
     initializer_range: float = 0.02
     model_type: str = "bert"
+    embedding_size: int | None = None  # ALBERT's factorised embedding width E; None means hidden_size
+    num_hidden_groups: int = 1  # ALBERT: groups of layers whose weights are shared
+    inner_group_num: int = 1  # ALBERT: distinct layers inside each group
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +102,7 @@ class BertConfig:
             if f.name == "extra":
                 continue
             _check_type(f.name, getattr(self, f.name), f.type, source="BertConfig")
+        _check_model_type(self.model_type, source="BertConfig")
         if self.hidden_act not in HIDDEN_ACTS:
             raise ConfigError(f"BertConfig: hidden_act={self.hidden_act!r}; expected one of {HIDDEN_ACTS}")
         if self.hidden_size % self.num_attention_heads:
@@ -72,22 +120,132 @@ class BertConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"BertConfig: {name} must be positive, got {getattr(self, name)}")
+        self._check_variant()
+
+    def _check_variant(self) -> None:
+        """Combinations the variant's checkpoint format cannot store are refused here, not at save time."""
+        if self.type_vocab_size < 0:
+            raise ConfigError(f"BertConfig: type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if self.position_offset >= self.max_position_embeddings:
+            raise ConfigError(
+                f"BertConfig: {self.model_type} positions start at {self.position_offset} (pad_token_id + 1) "
+                f"but max_position_embeddings is {self.max_position_embeddings}"
+            )
+        if self.model_type == "albert":
+            for name in ALBERT_FIELDS:
+                value = getattr(self, name)
+                if value is not None and value <= 0:
+                    raise ConfigError(f"BertConfig: {name} must be positive, got {value}")
+        elif (self.embedding_size not in (None, self.hidden_size) or self.num_hidden_groups != 1
+              or self.inner_group_num != 1):
+            raise ConfigError(
+                f"BertConfig: embedding_size, num_hidden_groups and inner_group_num are ALBERT's; "
+                f"model_type {self.model_type!r} needs embedding_size = hidden_size and one group of one layer"
+            )
+        if self.model_type == "distilbert":
+            for name, value in DISTILBERT_FIXED.items():
+                if getattr(self, name) != value:
+                    raise ConfigError(
+                        f"BertConfig: distilbert has {name} = {value} (its config.json cannot store another), "
+                        f"got {getattr(self, name)}"
+                    )
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the token/position/type embeddings: ALBERT's E, else the hidden size."""
+        return self.embedding_size if self.embedding_size is not None else self.hidden_size
+
+    @property
+    def position_offset(self) -> int:
+        """First position id of a real token: RoBERTa skips the ids up to its padding index (pad + 1 = 2)."""
+        return self.pad_token_id + 1 if self.model_type == "roberta" else 0
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Longest input the position table accepts (512 for RoBERTa's 514 positions)."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
+    def has_pooler(self) -> bool:
+        """Whether the base model has the [CLS] pooler; DistilBERT's has none."""
+        return self.model_type != "distilbert"
+
+    @property
+    def sentence_task(self) -> str | None:
+        """The pretraining sentence-level objective: next-sentence (BERT), sentence order (ALBERT), or none."""
+        return {"bert": "nsp", "albert": "sop"}.get(self.model_type)
+
+    @property
+    def num_distinct_layers(self) -> int:
+        """Layers holding their own weights: every layer, except under ALBERT's sharing."""
+        if self.model_type == "albert":
+            return self.num_hidden_groups * self.inner_group_num
+        return self.num_hidden_layers
+
+    @property
+    def layer_schedule(self) -> tuple[int, ...]:
+        """Which distinct layer runs at each depth, in order.
+
+        ALBERT splits the ``num_hidden_layers`` steps evenly between the groups and runs all of a group's
+        ``inner_group_num`` layers at each step, so it applies ``num_hidden_layers * inner_group_num``
+        layers in all. Every other variant runs each layer once.
+        """
+        if self.model_type != "albert":
+            return tuple(range(self.num_hidden_layers))
+        steps_per_group = self.num_hidden_layers / self.num_hidden_groups
+        return tuple(
+            int(step / steps_per_group) * self.inner_group_num + inner
+            for step in range(self.num_hidden_layers)
+            for inner in range(self.inner_group_num)
+        )
+
+    def head_dropout(self, task: str) -> float:
+        """Dropout before a head's output layer, from the key the variant's config.json uses for it.
+
+        ``task``: ``"sequence"`` (classifier), ``"token"`` (tagger), ``"span"`` (QA) or ``"sentence"``
+        (NSP / SOP). Missing keys mean the reference's defaults.
+        """
+        if task not in ("sequence", "token", "span", "sentence"):
+            raise ValueError(f"unknown head task {task!r}")
+        hidden = self.hidden_dropout_prob
+        if self.model_type == "distilbert":
+            table = {"sequence": self.extra.get("seq_classif_dropout", 0.2), "token": hidden,
+                     "span": self.extra.get("qa_dropout", 0.1), "sentence": 0.0}
+        elif self.model_type == "albert":
+            albert = self.extra.get("classifier_dropout_prob", 0.1)
+            table = {"sequence": albert, "token": albert, "span": 0.0, "sentence": albert}
+        else:
+            table = {"sequence": self.extra.get("classifier_dropout"), "token": self.extra.get("classifier_dropout"),
+                     "span": 0.0, "sentence": 0.0}
+        value = table[task]
+        return float(hidden if value is None else value)
+
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> BertConfig:
-        """A paper-sized config: ``tiny``, ``mini``, ``small``, ``medium``, ``base`` or ``large``."""
+    def preset(cls, name: str, arch: str = "bert", **overrides: Any) -> BertConfig:
+        """A paper-sized config: ``tiny``, ``mini``, ``small``, ``medium``, ``base`` or ``large``.
+
+        ``arch`` adds the variant's published defaults (see ``ARCH_PRESETS``); DistilBERT keeps half the
+        layers of the BERT size it is named after, as distilbert-base (6 layers) does of bert-base.
+        """
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        if "model_type" in overrides:
+            if arch != "bert" and overrides["model_type"] != arch:
+                raise ConfigError(f"preset: arch={arch!r} but model_type={overrides['model_type']!r}")
+            arch = overrides.pop("model_type")
+        _check_model_type(arch, source="preset")
         layers, hidden, heads = PRESETS[name]
-        values = dict(
-            num_hidden_layers=layers,
+        values: dict[str, Any] = dict(
+            num_hidden_layers=max(1, layers // 2) if arch == "distilbert" else layers,
             hidden_size=hidden,
             num_attention_heads=heads,
             intermediate_size=4 * hidden,
+            model_type=arch,
+            **ARCH_PRESETS[arch],
         )
         values.update(overrides)
         return cls(**values)
@@ -99,8 +257,12 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> BertConfig:
+        model_type = data.get("model_type", "bert")
+        _check_model_type(model_type, source=source)
+        if model_type == "distilbert":
+            data = _from_distilbert_keys(data, source)
         known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(FILE_DEFAULTS[model_type])
         extra: dict[str, Any] = {}
         for key, value in data.items():
             if key in known:
@@ -108,10 +270,21 @@ class BertConfig:
                 values[key] = float(value) if known[key].type == "float" else value
             else:
                 extra[key] = value
-        return cls(**values, extra=extra)
+        try:
+            return cls(**values, extra=extra)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("BertConfig:", f"{source}:", 1)) from None
 
     def to_dict(self) -> dict[str, Any]:
+        """The config.json of this variant, in the key names its reference implementation reads."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        if self.model_type != "albert":
+            for name in ALBERT_FIELDS:  # validated to mean "no factorisation, no sharing" for the others
+                del out[name]
+        if self.model_type == "distilbert":
+            for name in DISTILBERT_FIXED:
+                del out[name]
+            out = {DISTILBERT_KEYS.get(k, k): v for k, v in out.items()}
         return {**self.extra, **out}
 
     @classmethod
@@ -131,9 +304,32 @@ class BertConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
+def _check_model_type(model_type: Any, source: str) -> None:
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"{source}: model_type {model_type!r} is not supported; expected one of {MODEL_TYPES}")
+
+
+def _from_distilbert_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """DistilBERT's key names -> ours; a file giving both spellings of one field is refused."""
+    out = dict(data)
+    for ours, theirs in DISTILBERT_KEYS.items():
+        if theirs in out:
+            if ours in out and out[ours] != out[theirs]:
+                raise ConfigError(f"{source}: {theirs!r} = {out[theirs]!r} but {ours!r} = {out[ours]!r}")
+            out[ours] = out.pop(theirs)
+    for name, value in DISTILBERT_FIXED.items():
+        if out.get(name, value) != value:
+            raise ConfigError(f"{source}: distilbert has {name} = {value}, got {out[name]!r}")
+        out[name] = value
+    return out
+
+
 def _check_type(key: str, value: Any, type_name: Any, source: str) -> None:
     """Reject e.g. ``"hidden_size": "768"`` with the key named, instead of failing deep in torch."""
     type_name = getattr(type_name, "__name__", type_name)
+    if type_name == "int | None" and value is None:
+        return
+    type_name = {"int | None": "int"}.get(str(type_name), type_name)
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),

@@ -1,9 +1,11 @@
 """Reading and writing checkpoint directories in the standard layout.
 
 A directory holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``, or a sharded
-index of either). Names are translated through :mod:`bertkit.checkpoint.names`; every missing,
-unexpected or mis-shaped tensor is listed in the error, never silently dropped. Files are written
-through a temporary name and renamed, so a failed save leaves the previous file intact.
+index of either). Names are translated through :mod:`bertkit.checkpoint.names`, in the layout of the
+variant that ``config.json``'s ``model_type`` names; weights of another variant are refused with the
+variant found named. Every missing, unexpected or mis-shaped tensor is listed in the error, never
+silently dropped. Files are written through a temporary name and renamed, so a failed save leaves the
+previous file intact.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-# Standard-name prefixes of heads a backbone may legitimately leave unused (reported, not an error).
-HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "pooler.")
 
 
 class CheckpointError(ValueError):
@@ -109,6 +109,8 @@ class PretrainedMixin:
 
     config: BertConfig
     load_report: LoadReport
+    # A sequence classifier: some variants keep its pooler and output layer under head names.
+    pooled_classifier = False
 
     @classmethod
     def from_pretrained(cls: type[T], path: str | os.PathLike, strict: bool = True, **kwargs: Any) -> T:
@@ -123,7 +125,7 @@ class PretrainedMixin:
         directory = Path(path)
         state = standard_state_dict(self)  # type: ignore[arg-type]
         config = self.config.to_dict()
-        config["architectures"] = [type(self).__name__]
+        config["architectures"] = [standard_architecture(type(self).__name__, self.config)]
         atomic_write(
             directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
         )
@@ -135,47 +137,97 @@ class PretrainedMixin:
         )
 
 
+# Each variant's class-name prefix in the reference implementation.
+CLASS_PREFIXES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "albert": "Albert"}
+
+
+def standard_architecture(class_name: str, config: BertConfig) -> str:
+    """The reference's class for one of ours, as config.json's ``architectures`` names it.
+
+    Our classes are named for BERT and serve every variant; the file names the variant's own class
+    (``RobertaForSequenceClassification`` ...), so the reference's Auto classes build the right model.
+    A pretraining model without a sentence objective is the reference's masked-LM class.
+    """
+    suffix = class_name.removeprefix("Bert")
+    if suffix == "ForPreTraining" and config.sentence_task is None:
+        suffix = "ForMaskedLM"
+    return CLASS_PREFIXES[config.model_type] + suffix
+
+
 def _is_encoder_only(model: torch.nn.Module) -> bool:
     return not any(k.startswith(names.ENCODER_PREFIX) for k in model.state_dict())
+
+
+def _standard_names(model: torch.nn.Module, ours: str) -> list[str]:
+    config: BertConfig = model.config  # type: ignore[assignment]
+    return names.to_standard(ours, config, pooled_classifier=getattr(model, "pooled_classifier", False))
 
 
 def standard_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors under standard names, Q/K/V split, ready for safetensors."""
     out: dict[str, torch.Tensor] = {}
     for ours, tensor in model.state_dict().items():
-        theirs = names.to_standard(ours)
+        theirs = _standard_names(model, ours)
         parts = names.split_qkv(tensor) if len(theirs) == 3 else (tensor,)
         for name, part in zip(theirs, parts, strict=True):
             out[name] = part.detach().contiguous().cpu()
     return out
 
 
-def _normalise_keys(state: dict[str, torch.Tensor], encoder_only: bool) -> dict[str, torch.Tensor]:
-    """Bring a file's keys to the model's layout: aliases resolved, the 'bert.' prefix added or removed."""
+def _normalise_keys(
+    state: dict[str, torch.Tensor], encoder_only: bool, layout: names.Layout
+) -> dict[str, torch.Tensor]:
+    """Bring a file's keys to the model's layout: aliases resolved, the variant's prefix added or removed."""
     out = {}
     for key, tensor in state.items():
         key = names.normalise_standard(key)
-        is_head = key.startswith(HEAD_PREFIXES[:3])
-        if encoder_only and key.startswith(names.ENCODER_PREFIX):
-            key = key[len(names.ENCODER_PREFIX) :]
-        elif not encoder_only and not is_head and not key.startswith(names.ENCODER_PREFIX):
-            key = names.ENCODER_PREFIX + key
+        is_head = key.startswith(layout.head_roots)
+        if encoder_only and key.startswith(layout.prefix):
+            key = key[len(layout.prefix) :]
+        elif not encoder_only and not is_head and not key.startswith(layout.prefix):
+            key = layout.prefix + key
         out[key] = tensor
-    if "cls.predictions.bias" not in out and "cls.predictions.decoder.bias" in out:
-        out["cls.predictions.bias"] = out["cls.predictions.decoder.bias"]
+    if layout.bias_alias is not None:
+        bias, decoder_bias = layout.bias_alias
+        if bias not in out and decoder_bias in out:
+            out[bias] = out[decoder_bias]
     return out
+
+
+def _check_variant(config: BertConfig, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights of another variant than config.json says, naming the one found.
+
+    Key names tell every variant apart except an unprefixed RoBERTa encoder from a BERT one; there the
+    position table tells: only RoBERTa keeps an all-zero row at the padding index (its positions start
+    after it), while every row of a BERT table is a trained position.
+    """
+    found = names.detect_arch(list(state))
+    positions = state.get("embeddings.position_embeddings.weight")
+    pad = config.pad_token_id
+    if (found is None and config.model_type == "bert" and positions is not None and 0 <= pad < len(positions)
+            and not positions[pad].any()):
+        found = ("roberta", f"the position table's row {pad}, the padding index, is all zeros")
+    if found is not None and found[0] != config.model_type:
+        arch, evidence = found
+        raise CheckpointError(
+            f"{source}: these are {arch} weights ({evidence}) but config.json says model_type "
+            f"{config.model_type!r}; set \"model_type\": \"{arch}\" in config.json if the weights are right"
+        )
 
 
 def load_standard_state(
     model: torch.nn.Module, state: dict[str, torch.Tensor], strict: bool, source: str
 ) -> LoadReport:
     """Copy standard-named tensors into ``model``; raise listing every problem unless ``strict=False``."""
-    state = _normalise_keys(state, _is_encoder_only(model))
+    config: BertConfig = model.config  # type: ignore[assignment]
+    layout = names.layout(config)
+    _check_variant(config, state, source)
+    state = _normalise_keys(state, _is_encoder_only(model), layout)
     report = LoadReport()
     used: set[str] = set()
     own = model.state_dict()
     for ours, target in own.items():
-        theirs = names.to_standard(ours)
+        theirs = _standard_names(model, ours)
         if not all(t in state for t in theirs):
             is_head = not ours.startswith(names.ENCODER_PREFIX) and not _is_encoder_only(model)
             pooler = ours.split(".")[-2] == "pooler"
@@ -191,11 +243,12 @@ def load_standard_state(
             continue
         with torch.no_grad():
             target.copy_(tensor.to(target.dtype))
+    heads = (*layout.head_roots, "pooler.")  # a backbone may leave these unused: reported, not an error
     for key in state:
-        if key in used or key.endswith(names.IGNORED):
+        if key in used or key.endswith(layout.ignored):
             continue
-        bare = key[len(names.ENCODER_PREFIX) :] if key.startswith(names.ENCODER_PREFIX) else key
-        (report.unused if bare.startswith(HEAD_PREFIXES) else report.unexpected).append(key)
+        bare = key[len(layout.prefix) :] if key.startswith(layout.prefix) else key
+        (report.unused if bare.startswith(heads) else report.unexpected).append(key)
     _raise_or_warn(report, strict, source)
     return report
 

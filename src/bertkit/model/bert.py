@@ -1,4 +1,4 @@
-"""BertModel: embeddings, a stack of encoder layers, and the tanh pooler over [CLS]."""
+"""BertModel: embeddings, a stack of encoder layers, and the tanh pooler over [CLS] (for every variant)."""
 
 from __future__ import annotations
 
@@ -18,20 +18,33 @@ from bertkit.model.packing import Packing
 class BertOutput:
     last_hidden_state: torch.Tensor  # (B, T, H)
     pooler_output: torch.Tensor | None  # (B, H)
-    hidden_states: tuple[torch.Tensor, ...] | None = None  # (L + 1) x (B, T, H): embeddings, then each layer
-    attentions: tuple[torch.Tensor, ...] | None = None  # L x (B, nh, T, T)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # (L + 1) x (B, T, H): embeddings, then each layer run
+    attentions: tuple[torch.Tensor, ...] | None = None  # L x (B, nh, T, T), one per layer run
 
 
 class BertModel(PretrainedMixin, nn.Module):
-    """The bidirectional Transformer encoder of the BERT paper."""
+    """The bidirectional Transformer encoder of the BERT paper, and of its variants.
 
-    def __init__(self, config: BertConfig, add_pooler: bool = True) -> None:
+    ``layers`` holds ``config.num_distinct_layers`` layers, run in the order of ``config.layer_schedule``
+    (each once; ALBERT reuses its shared groups). ``add_pooler`` defaults to ``config.has_pooler``; the
+    pooler is dense + tanh over the first token, or dense + ReLU for DistilBERT, whose only "pooler" is
+    the ``pre_classifier`` of its sequence classifier. RoBERTa's classification head drops out the
+    first token before that dense layer, so it does here too.
+    """
+
+    def __init__(self, config: BertConfig, add_pooler: bool | None = None) -> None:
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_distinct_layers))
+        self.schedule = config.layer_schedule
+        add_pooler = config.has_pooler if add_pooler is None else add_pooler
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooler else None
+        self.pooler_act = torch.relu if config.model_type == "distilbert" else torch.tanh
+        self.pooler_drop = nn.Dropout(config.head_dropout("sequence")) if config.model_type == "roberta" else None
         self.apply(lambda m: init_weights(m, config.initializer_range))
+        if config.extra.get("sinusoidal_pos_embds"):
+            self.embeddings.use_sinusoids()
 
     def forward(
         self,
@@ -52,8 +65,8 @@ class BertModel(PretrainedMixin, nn.Module):
             x = packing.pack(x)  # (N, H)
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layers:
-            x, weights = layer(x, packing, need_weights=output_attentions)
+        for index in self.schedule:
+            x, weights = self.layers[index](x, packing, need_weights=output_attentions)
             if hidden is not None:
                 hidden.append(x)
             if attentions is not None:
@@ -61,7 +74,10 @@ class BertModel(PretrainedMixin, nn.Module):
         if packing is not None:
             x = packing.unpack(x)
             hidden = [packing.unpack(h) for h in hidden] if hidden is not None else None
-        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        pooled = None
+        if self.pooler is not None:
+            first = x[:, 0] if self.pooler_drop is None else self.pooler_drop(x[:, 0])  # (B, H)
+            pooled = self.pooler_act(self.pooler(first))
         return BertOutput(
             last_hidden_state=x,
             pooler_output=pooled,

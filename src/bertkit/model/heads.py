@@ -1,7 +1,9 @@
-"""Output layers on top of the encoder: pretraining (MLM + NSP) and the fine-tuning task heads.
+"""Output layers on top of the encoder: pretraining (MLM + NSP / SOP) and the fine-tuning task heads.
 
 Each head is one small layer, as in the paper: fine-tuning adds a single output layer to BERT.
-Losses follow the ``-100 = ignore`` convention for labels.
+Losses follow the ``-100 = ignore`` convention for labels. The variants' heads are these same modules:
+RoBERTa's ``lm_head`` and DistilBERT's ``vocab_*`` layers are the MLM head, ALBERT's SOP classifier is the
+sentence head, and the dense layer of RoBERTa's and DistilBERT's sequence classifiers is the pooler.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ IGNORE = -100
 @dataclass
 class PreTrainingOutput:
     mlm_logits: torch.Tensor  # (B, T, V), or (N, V) at the N labelled positions when mlm_labels is given
-    nsp_logits: torch.Tensor  # (B, 2): 0 = IsNext, 1 = NotNext
+    nsp_logits: torch.Tensor | None  # (B, 2): NSP 0 = IsNext, 1 = NotNext; SOP 0 = in order, 1 = swapped
     loss: torch.Tensor | None = None
     mlm_loss: torch.Tensor | None = None
     nsp_loss: torch.Tensor | None = None
@@ -43,31 +45,43 @@ class SpanOutput:
 
 
 class MaskedLMHead(nn.Module):
-    """Transform (dense, activation, LayerNorm) then a decoder tied to the token embeddings, plus a bias."""
+    """Transform (dense, activation, LayerNorm) then a decoder tied to the token embeddings, plus a bias.
+
+    The transform maps H -> E, the width of the embedding table (ALBERT's E; H for the others).
+    RoBERTa's head applies the exact GELU whatever the encoder's activation.
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = ACTIVATIONS[config.hidden_act]
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, config.embedding_dim)
+        self.act = ACTIVATIONS["gelu" if config.model_type == "roberta" else config.hidden_act]
+        self.norm = nn.LayerNorm(config.embedding_dim, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """(..., H) hidden states, (V, H) token embedding table -> (..., V) logits."""
+        """(..., H) hidden states, (V, E) token embedding table -> (..., V) logits."""
         return F.linear(self.norm(self.act(self.dense(hidden))), embedding, self.bias)
 
 
 class BertForPreTraining(PretrainedMixin, nn.Module):
-    """BERT with both pretraining objectives: masked-LM and next-sentence prediction."""
+    """BERT with both pretraining objectives: masked-LM and next-sentence prediction.
+
+    The sentence head follows ``config.sentence_task``: NSP for BERT, sentence-order prediction for
+    ALBERT (same 2-way head over the pooled output, ``nsp_labels`` then carry order labels), none for
+    RoBERTa and DistilBERT, whose model is then the MLM head alone (no pooler, ``nsp_logits`` None).
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.config = config
-        self.bert = BertModel(config)
+        has_sentence_head = config.sentence_task is not None
+        self.bert = BertModel(config, add_pooler=has_sentence_head)
         self.mlm = MaskedLMHead(config)
-        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.nsp = nn.Linear(config.hidden_size, 2) if has_sentence_head else None
+        self.nsp_drop = nn.Dropout(config.head_dropout("sentence"))
         for module in (self.mlm, self.nsp):
-            module.apply(lambda m: init_weights(m, config.initializer_range))
+            if module is not None:
+                module.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(
         self,
@@ -81,13 +95,15 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
 
         That projection is the largest matmul of a small model's step; about 15% of positions need it.
         """
+        if nsp_labels is not None and self.nsp is None:
+            raise ValueError(f"{self.config.model_type} has no sentence-level objective; pass nsp_labels=None")
         out = self.bert(input_ids, token_type_ids, attention_mask)
         hidden = out.last_hidden_state
         if mlm_labels is not None:
             selected = mlm_labels != IGNORE
             hidden, targets = hidden[selected], mlm_labels[selected]  # (N, H), (N,)
         mlm_logits = self.mlm(hidden, self.bert.embeddings.token.weight)
-        nsp_logits = self.nsp(out.pooler_output)
+        nsp_logits = self.nsp(self.nsp_drop(out.pooler_output)) if self.nsp is not None else None
         mlm_loss = F.cross_entropy(mlm_logits.float(), targets) if mlm_labels is not None else None
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels) if nsp_labels is not None else None
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
@@ -104,7 +120,11 @@ def _num_labels(config: BertConfig, num_labels: int | None) -> int:
 
 
 class _LinearTaskModel(PretrainedMixin, nn.Module):
-    """Encoder + dropout + one linear layer: the shape of both classification heads of the paper."""
+    """Encoder + dropout + one linear layer: the shape of both classification heads of the paper.
+
+    Sequence heads read the pooled first token, so they always have a pooler (DistilBERT's
+    ``pre_classifier``, RoBERTa's ``classifier.dense``); the dropout rate is the variant's own key.
+    """
 
     per_token = False
 
@@ -113,7 +133,7 @@ class _LinearTaskModel(PretrainedMixin, nn.Module):
         self.config = config
         self.num_labels = _num_labels(config, num_labels)
         self.bert = BertModel(config, add_pooler=not self.per_token)
-        self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.drop = nn.Dropout(config.head_dropout("token" if self.per_token else "sequence"))
         self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         init_weights(self.classifier, config.initializer_range)
 
@@ -135,6 +155,8 @@ class _LinearTaskModel(PretrainedMixin, nn.Module):
 
 class BertForSequenceClassification(_LinearTaskModel):
     """[CLS] pooled representation -> dropout -> linear. One output means regression (MSE)."""
+
+    pooled_classifier = True
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.num_labels == 1:
@@ -158,6 +180,7 @@ class BertForQuestionAnswering(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.bert = BertModel(config, add_pooler=False)
+        self.drop = nn.Dropout(config.head_dropout("span"))  # DistilBERT's qa_dropout; none for the others
         self.qa = nn.Linear(config.hidden_size, 2)
         init_weights(self.qa, config.initializer_range)
 
@@ -170,7 +193,7 @@ class BertForQuestionAnswering(PretrainedMixin, nn.Module):
         end_positions: torch.Tensor | None = None,
     ) -> SpanOutput:
         hidden = self.bert(input_ids, token_type_ids, attention_mask).last_hidden_state
-        start, end = self.qa(hidden).float().unbind(-1)  # (B, T) each
+        start, end = self.qa(self.drop(hidden)).float().unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = (F.cross_entropy(start, start_positions) + F.cross_entropy(end, end_positions)) / 2
