@@ -46,7 +46,7 @@ def test_isnext_b_continues_the_same_document_and_notnext_comes_from_another():
         a_docs = {v // 1000 - 200 for v in x.ids[1 : x.a_len - 1]}
         b_docs = {v // 1000 - 200 for v in x.ids[x.a_len : -1]}
         assert a_docs == {d}
-        if x.is_random_next:
+        if x.label:
             assert b_docs.isdisjoint({d})
         else:
             assert b_docs == {d}
@@ -55,7 +55,7 @@ def test_isnext_b_continues_the_same_document_and_notnext_comes_from_another():
 
 def test_notnext_is_about_half():
     instances = [x for _, x in _all_instances(max_seq_len=128)]
-    assert 0.45 < np.mean([x.is_random_next for x in instances]) < 0.55
+    assert 0.45 < np.mean([x.label for x in instances]) < 0.55
 
 
 def test_short_target_drawn_for_about_ten_percent_of_documents():
@@ -64,7 +64,7 @@ def test_short_target_drawn_for_about_ten_percent_of_documents():
     firsts = [make_instances(docs, 0, rng, 128, 0.1, cls_id=CLS, sep_id=SEP)[0] for _ in range(6000)]
     # For IsNext pairs a full target (125 tokens) always gives 128 ids; a short one (uniform in [2, 124]) gives
     # fewer unless it is within a sentence (10 tokens) of the top: expected 0.1 * 114 / 123 = 0.093.
-    short = np.mean([len(x.ids) < 128 for x in firsts if not x.is_random_next])
+    short = np.mean([len(x.ids) < 128 for x in firsts if not x.label])
     assert 0.075 < short < 0.11
 
 
@@ -74,7 +74,7 @@ def test_single_sentence_documents_and_lone_document_do_not_crash():
     instances = [x for d in range(3) for x in make_instances(docs, d, rng, 16, cls_id=CLS, sep_id=SEP)]
     assert instances and all(x.ids[0] == CLS for x in instances)
     alone = make_instances([[[5, 6, 7, 8]]], 0, rng, 16, cls_id=CLS, sep_id=SEP)
-    assert len(alone) == 1 and not alone[0].is_random_next  # split into IsNext halves
+    assert len(alone) == 1 and not alone[0].label  # split into IsNext halves
     assert make_instances([[[9]]], 0, rng, 16, cls_id=CLS, sep_id=SEP) == []
 
 
@@ -139,14 +139,14 @@ def shard_dir(tmp_path):
     rng = np.random.default_rng(0)
     docs = _documents(rng, 40)
     instances = [x for d in range(len(docs)) for x in make_instances(docs, d, rng, 48, cls_id=CLS, sep_id=SEP)]
-    instances = [type(x)([i % VOCAB if i not in SPECIALS else i for i in x.ids], x.a_len, x.is_random_next)
+    instances = [type(x)([i % VOCAB if i not in SPECIALS else i for i in x.ids], x.a_len, x.label)
                  for x in instances]
     continuation = np.zeros(VOCAB, dtype=bool)
     continuation[500:] = True
     half = len(instances) // 2
     entries = [
         write_shard(str(tmp_path / f"shard_{k}.bin"), [x.ids for x in part], [x.a_len for x in part],
-                    [int(x.is_random_next) for x in part], continuation, np.dtype(np.uint16))
+                    [x.label for x in part], continuation, np.dtype(np.uint16))
         for k, part in enumerate([instances[:half], instances[half:]])
     ]
     tok = {"fingerprint": "f" * 64, "vocab_size": VOCAB, "special_ids": sorted(SPECIALS), "cls_id": CLS,

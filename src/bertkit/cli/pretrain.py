@@ -1,5 +1,9 @@
 """Pretraining commands: ``prepare`` (corpus -> shards), ``pretrain`` (shards -> model) and ``demo`` (both, offline).
 
+``--arch bert|roberta|distilbert|albert`` picks the family member: ``prepare`` writes the arch's objective (NSP
+pairs, SOP pairs, or packed full sentences) and ``pretrain`` builds that model (or reads the arch from
+``--init-from`` / ``--config`` / the shards).
+
 ``pretrain`` runs unchanged under ``torchrun --nproc_per_node N -m bertkit pretrain ...``: each process joins the
 job, trains on its share of the shards, and only rank 0 writes and prints.
 """
@@ -17,12 +21,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     manifest = prepare(args.corpus, args.tokenizer, args.out, max_seq_len=args.max_seq_len, workers=args.workers,
                        seed=args.seed, dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob,
-                       text_field=args.text_field)
+                       text_field=args.text_field, arch=args.arch)
     counts = manifest["counts"]
-    print(f"wrote {args.out}: {len(manifest['shards'])} shard(s), {counts['instances']} instances "
-          f"({counts['not_next']} NotNext), {counts['tokens']} tokens from {counts['documents']} documents "
-          f"in {counts['files']} file(s)" + (f"; skipped {counts['skipped_files']} file(s)"
-                                            if counts["skipped_files"] else ""))
+    labelled = {"not_next": "NotNext", "swapped": "swapped"}
+    kind = next((f"{counts[k]} {name}" for k, name in labelled.items() if k in counts), "packed full sentences")
+    print(f"wrote {args.out} ({manifest['objective']} objective): {len(manifest['shards'])} shard(s), "
+          f"{counts['instances']} instances ({kind}), {counts['tokens']} tokens from {counts['documents']} "
+          f"documents in {counts['files']} file(s)" + (f"; skipped {counts['skipped_files']} file(s)"
+                                                        if counts["skipped_files"] else ""))
 
 
 def _settings(args: argparse.Namespace):
@@ -33,7 +39,7 @@ def _settings(args: argparse.Namespace):
     if (args.phase2_data is None) != (args.phase2_steps is None):
         raise UsageError("--phase2-data and --phase2-steps go together")
     return PretrainSettings(
-        data=args.data, out_dir=args.out, preset=args.preset or "base", config_file=args.config,
+        data=args.data, out_dir=args.out, arch=args.arch, preset=args.preset or "base", config_file=args.config,
         init_from=args.init_from, tokenizer=args.tokenizer, max_steps=args.max_steps, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, warmup_ratio=args.warmup_ratio, optimizer=args.optimizer,
         precision=args.precision, whole_word=args.whole_word, seed=args.seed, log_every=args.log_every,
@@ -63,11 +69,11 @@ def _print_summary(summary: dict, out: Path) -> None:
     print(f"trained {summary['step']} steps in {summary['elapsed']:.0f} s; final training loss {summary['loss']:.4f}")
     if summary.get("fresh_parameters"):
         print(f"initialised fresh: {', '.join(summary['fresh_parameters'])}")
-    for key in ("mlm_loss", "mlm_accuracy", "perplexity", "nsp_accuracy"):
+    for key in ("mlm_loss", "mlm_accuracy", "perplexity", "nsp_accuracy", "sop_accuracy"):
         if f"eval_{key}" in summary:
             start = f"{initial[key]:.4f} -> " if key in initial else ""
             print(f"  held-out {key:<13} {start}{summary[f'eval_{key}']:.4f}")
-    print(f"model:   {out}/ (config.json, model.safetensors, vocab.txt)")
+    print(f"model:   {out}/ (config.json, model.safetensors and the tokenizer's files)")
     print(f"metrics: {out / 'metrics.jsonl'}")
     if summary.get("report"):
         print(f"report:  {summary['report']} (loss, learning rate, evaluation and tokens/s plots)")
@@ -82,11 +88,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="turn text files into pretraining shards (sentence pairs, NSP labels)")
+    from bertkit.data.pretraining import ARCH_OBJECTIVES
+
+    p = sub.add_parser("prepare", help="turn text files into pretraining shards (NSP / SOP pairs or full sentences)")
     p.add_argument("corpus", nargs="+", help="files, folders or globs of .txt (blank-line separated documents) "
                                              "or .jsonl")
-    p.add_argument("--tokenizer", required=True, help="folder with vocab.txt (copied into the shard set)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder (copied into the shard set)")
     p.add_argument("--out", required=True, help="shard set folder to write")
+    p.add_argument("--arch", choices=list(ARCH_OBJECTIVES), default="bert",
+                   help="decides the objective: bert NSP pairs, albert sentence-order pairs, roberta / distilbert "
+                        "full sentences packed across documents (default bert)")
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--workers", type=int, default=1, help="processes; the output does not depend on it")
     p.add_argument("--seed", type=int, default=0)
@@ -98,13 +109,17 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     from bertkit.config import PRESETS
+    from bertkit.data.pretraining import ARCH_OBJECTIVES
 
-    p = sub.add_parser("pretrain", help="pretrain BERT (masked LM + next sentence) on a shard set")
+    p = sub.add_parser("pretrain", help="pretrain a BERT-family model (masked LM + its sentence task) on a shard set")
     p.add_argument("--data", required=True, help="shard set written by `bertkit prepare`")
     p.add_argument("--out", required=True, help="run folder: model, metrics.jsonl, report, checkpoints")
+    p.add_argument("--arch", choices=list(ARCH_OBJECTIVES),
+                   help="architecture (default: --init-from's or --config's model_type, else the shards' arch)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", choices=list(PRESETS), help="model size for a fresh model (default: base)")
-    model.add_argument("--config", help="config.json for a fresh model (its vocab_size follows the shards)")
+    model.add_argument("--config", help="config.json for a fresh model (vocab_size and pad_token_id follow the "
+                                        "shards)")
     p.add_argument("--init-from", help="checkpoint folder to continue pretraining from")
     p.add_argument("--tokenizer", help="tokenizer folder (default: --init-from, else the shard set)")
     p.add_argument("--max-steps", type=int, default=10_000, help="optimizer steps, both phases together")

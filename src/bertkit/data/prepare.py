@@ -1,14 +1,19 @@
 """Raw text -> shard set: the offline half of the pretraining data pipeline.
 
+The architecture (``arch``) decides the sentence objective (:data:`~bertkit.data.pretraining.ARCH_OBJECTIVES`):
+NSP pairs for BERT, sentence-order pairs for ALBERT, packed full sentences without a sentence task for RoBERTa and
+DistilBERT. The manifest records it, and ``pretrain`` refuses shards made for another objective.
+
 The corpus is streamed (:mod:`bertkit.data.corpus`) and cut into chunks of about ``chunk_chars`` characters of
-whole documents. A chunk is the unit of everything downstream: it is tokenized and turned into NSP instances by one
+whole documents. A chunk is the unit of everything downstream: it is tokenized and turned into instances by one
 worker process, with an rng seeded from ``(seed, chunk index)``, and written as one shard. Hence:
 
 * memory is bounded: the reader holds one chunk, at most ``2 * workers`` chunks are in flight, and each worker holds
   one chunk and its instances, so peak RSS depends on ``chunk_chars`` and ``workers``, not on the corpus size;
 * the output is a pure function of (corpus, tokenizer, settings, seed): the same for any number of workers;
 * NotNext segments are drawn from the other documents of the same chunk, the bounded window
-  :func:`~bertkit.data.pretraining.make_instances` expects.
+  :func:`~bertkit.data.pretraining.make_instances` expects; full-sentence packing crosses document boundaries
+  within a chunk, and each chunk's last sequence may be short.
 
 Everything is written into a temporary sibling folder that is renamed to ``out_dir`` only when complete, so a failed
 run leaves nothing half-written, and an existing folder is only replaced when it is itself a shard set.
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.data.corpus import CorpusStats, iter_documents
-from bertkit.data.pretraining import make_instances
+from bertkit.data.pretraining import Instance, make_instances, make_sop_instances, objective_for, pack_full_sentences
 from bertkit.data.shards import MANIFEST, token_dtype, write_manifest, write_shard
 from bertkit.tokenizer import Tokenizer
 
@@ -42,6 +47,16 @@ class PrepareSettings:
     dupe_factor: int = 1
     chunk_chars: int = 2_000_000
     text_field: str = "text"
+    arch: str = "bert"
+
+    @property
+    def objective(self) -> str:
+        """The sentence objective ``arch`` implies; ValueError naming the choices for an unknown arch."""
+        return objective_for(self.arch)
+
+
+# The manifest count of label-1 instances, per objective with sentence labels.
+LABEL_COUNTS = {"nsp": "not_next", "sop": "swapped"}
 
 
 class _ChunkWorker:
@@ -55,31 +70,47 @@ class _ChunkWorker:
 
     def __call__(self, index: int, documents: list[list[str]]) -> dict[str, Any]:
         s = self.settings
-        flat = self.tok.tokenize_ids([sentence for doc in documents for sentence in doc])
+        # A document's later sentences keep the space that preceded them in the text: byte-level BPE encodes it
+        # in the next word's token ("Ġword"), exactly as when the whole text is encoded; other schemes drop it.
+        flat = self.tok.tokenize_ids([f" {sentence}" if i else sentence for doc in documents
+                                      for i, sentence in enumerate(doc)])
         tokenized, start = [], 0
         for doc in documents:
             sentences = [ids for ids in flat[start : start + len(doc)] if ids]
             start += len(doc)
             if sentences:
                 tokenized.append(sentences)
-        rng = np.random.default_rng([s.seed, index])
-        instances = [
-            instance
-            for _ in range(s.dupe_factor)
-            for d in range(len(tokenized))
-            for instance in make_instances(
-                tokenized, d, rng, s.max_seq_len, s.short_seq_prob, cls_id=self.tok.cls_id, sep_id=self.tok.sep_id
-            )
-        ]
-        result: dict[str, Any] = {"index": index, "shard": None, "not_next": 0}
+        instances = self._instances(tokenized, np.random.default_rng([s.seed, index]))
+        result: dict[str, Any] = {"index": index, "shard": None, "label_ones": 0}
         if instances:
             path = os.path.join(self.out_dir, f"shard_{index:05d}.bin")
             ids = [x.ids for x in instances]
-            labels = [int(x.is_random_next) for x in instances]
+            labels = [x.label for x in instances]
             a_lens = [x.a_len for x in instances]
             result["shard"] = write_shard(path, ids, a_lens, labels, self.continuation, self.dtype)
-            result["not_next"] = sum(labels)
+            result["label_ones"] = sum(labels)
         return result
+
+    def _instances(self, tokenized: list[list[list[int]]], rng: np.random.Generator) -> list[Instance]:
+        """The chunk's instances for the objective; ``dupe_factor`` passes, each split differently."""
+        s, cls_id, sep_id = self.settings, self.tok.cls_id, self.tok.sep_id
+        if s.objective == "none":
+            return pack_full_sentences(tokenized, s.max_seq_len, cls_id=cls_id, sep_id=sep_id)
+        if s.objective == "sop":
+            return [
+                instance
+                for _ in range(s.dupe_factor)
+                for document in tokenized
+                for instance in make_sop_instances(document, rng, s.max_seq_len, s.short_seq_prob,
+                                                   cls_id=cls_id, sep_id=sep_id)
+            ]  # fmt: skip
+        return [
+            instance
+            for _ in range(s.dupe_factor)
+            for d in range(len(tokenized))
+            for instance in make_instances(tokenized, d, rng, s.max_seq_len, s.short_seq_prob,
+                                           cls_id=cls_id, sep_id=sep_id)
+        ]  # fmt: skip
 
 
 _WORKER: _ChunkWorker | None = None
@@ -166,25 +197,33 @@ def prepare(
     dupe_factor: int = 1,
     chunk_chars: int = 2_000_000,
     text_field: str = "text",
+    arch: str = "bert",
 ) -> dict[str, Any]:
     """Build a shard set from text files and return its manifest.
 
     Args:
         inputs: ``.txt`` / ``.jsonl`` files, folders or glob patterns.
-        tokenizer_dir: folder (or ``vocab.txt``) accepted by ``Tokenizer.from_pretrained``.
+        tokenizer_dir: folder accepted by ``Tokenizer.from_pretrained`` (any tokenizer kind).
         out_dir: the shard set to create; replaced only if it already is a shard set.
         workers: processes; the output does not depend on it.
-        dupe_factor: passes over each chunk, each with a different random split (as BERT's ``dupe_factor``).
+        dupe_factor: passes over each chunk, each with a different random split (as BERT's ``dupe_factor``); pairs
+            only, since packed full sentences would repeat identically.
         chunk_chars: characters of text per chunk = per shard = per NotNext window.
+        arch: "bert" (NSP pairs), "albert" (SOP pairs), "roberta" or "distilbert" (packed full sentences).
+        short_seq_prob: pairs only; packed sequences are always filled.
 
     Raises:
-        ValueError: the corpus holds no document or yields no instance.
+        ValueError: bad settings, or the corpus holds no document or yields no instance.
         FileExistsError: ``out_dir`` holds something that is not a shard set.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    settings = PrepareSettings(max_seq_len=max_seq_len, seed=seed, short_seq_prob=short_seq_prob,
+                               dupe_factor=dupe_factor, chunk_chars=chunk_chars, text_field=text_field, arch=arch)
+    if settings.objective == "none" and dupe_factor != 1:
+        raise ValueError(f"dupe_factor={dupe_factor}: arch {arch!r} packs full sentences without randomness, so "
+                         "extra passes would only repeat the same sequences (masking is already fresh each epoch)")
     _check_out_dir(out_dir)
-    settings = PrepareSettings(max_seq_len, seed, short_seq_prob, dupe_factor, chunk_chars, text_field)
     tok = Tokenizer.from_pretrained(tokenizer_dir)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -216,7 +255,11 @@ def _manifest(
     if not shards:
         raise ValueError(f"corpus {inputs} yields no instance (documents too short for max_seq_len?)")
     specials = {name: getattr(tok, name) for name in ("cls_id", "sep_id", "pad_id", "mask_id", "unk_id")}
+    label_counts = {}
+    if settings.objective in LABEL_COUNTS:
+        label_counts[LABEL_COUNTS[settings.objective]] = sum(r["label_ones"] for r in results)
     return {
+        "objective": settings.objective,
         "tokenizer": {
             "fingerprint": tok.fingerprint(),
             "vocab_size": tok.vocab_size,
@@ -230,7 +273,7 @@ def _manifest(
             "documents": stats.documents,
             "sentences": stats.sentences,
             "instances": sum(s["instances"] for s in shards),
-            "not_next": sum(r["not_next"] for r in results),
+            **label_counts,
             "tokens": sum(s["tokens"] for s in shards),
         },
         "skipped_paths": stats.skipped,

@@ -2,17 +2,22 @@
 
 A shard set is a folder::
 
-    manifest.json        format version, tokenizer fingerprint and special ids, counts, settings, one entry per shard
+    manifest.json        format version, sentence objective, tokenizer fingerprint and special ids, counts,
+                         settings, one entry per shard
     shard_00000.bin      one file per shard, no header; sections at offsets derived from the manifest counts:
         offsets      int64   (n + 1,)  instance i is tokens[offsets[i]:offsets[i + 1]]
         a_lens       int32   (n,)      length of "[CLS] A [SEP]": positions < a_len have token type 0
         tokens       uint16 or uint32 (n_tokens,), the smallest type that holds every id of the vocabulary
-        nsp          uint8   (n,)      0 = IsNext, 1 = NotNext
+        nsp          uint8   (n,)      the sentence label of the manifest's objective: "nsp" 0 = IsNext,
+                                       1 = NotNext; "sop" 0 = in order, 1 = swapped; "none" always 0
         word_starts  bits    (ceil(n_tokens / 8),), np.packbits of "this token starts a word" (for whole-word masking)
 
 Readers never load a shard: each file is memory-mapped once and instances are sliced on demand, so a set larger
 than RAM can be trained on. Every file's size is checked against the manifest on open (cheap, always), and its
 sha256 on request, so a truncated or damaged file fails loudly with its name instead of feeding garbage to training.
+
+Every objective uses the same layout, so the objective lives only in the manifest (``"objective"``; a manifest
+written before objectives existed is "nsp").
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 FORMAT = "bertkit-shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+OBJECTIVES = ("nsp", "sop", "none")  # next-sentence prediction, sentence-order prediction, masked-LM alone
 
 
 class ShardError(ValueError):
@@ -60,16 +66,17 @@ def write_shard(
     path: str,
     ids: Sequence[Sequence[int]],
     a_lens: Sequence[int],
-    nsp_labels: Sequence[int],
+    labels: Sequence[int],
     continuation: np.ndarray,
     dtype: np.dtype,
 ) -> dict[str, Any]:
     """Write one shard atomically (temp file, then rename) and return its manifest entry.
 
     Args:
-        ids: per instance, the full ``[CLS] A [SEP] B [SEP]`` token ids.
-        a_lens, nsp_labels: per instance, see the module docstring.
-        continuation: bool (vocab_size,), True for "##" pieces; a token starts a word when it is not one.
+        ids: per instance, the full token ids (``[CLS] A [SEP] B [SEP]`` or ``<s> ... </s>``).
+        a_lens, labels: per instance, see the module docstring (``labels`` fill the ``nsp`` section).
+        continuation: bool (vocab_size,), the tokenizer's ``continuation_mask`` (True for pieces inside a word);
+            a token starts a word when it is not one.
         dtype: token dtype of the whole set (:func:`token_dtype`).
     """
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -79,7 +86,7 @@ def write_shard(
         "offsets": offsets,
         "a_lens": np.asarray(a_lens, dtype=np.int32),
         "tokens": tokens.astype(dtype),
-        "nsp": np.asarray(nsp_labels, dtype=np.uint8),
+        "nsp": np.asarray(labels, dtype=np.uint8),
         "word_starts": np.packbits(~continuation[tokens]),
     }
     layout, size = _layout(len(ids), len(tokens), dtype)
@@ -142,7 +149,7 @@ class StoredInstance:
 
     ids: np.ndarray  # (L,) token ids including [CLS]/[SEP]
     a_len: int
-    nsp_label: int
+    nsp_label: int  # the sentence label of the set's objective (fed to the model as ``nsp_labels``)
     word_starts: np.ndarray  # (L,) bool
 
 
@@ -160,6 +167,10 @@ class ShardSet:
     def __init__(self, shard_dir: str, verify: bool = False):
         self.shard_dir = shard_dir
         self.manifest = read_manifest(shard_dir)
+        self.objective: str = self.manifest.get("objective", "nsp")
+        if self.objective not in OBJECTIVES:
+            raise ShardError(f"{os.path.join(shard_dir, MANIFEST)}: unknown objective {self.objective!r}; "
+                             f"expected one of {', '.join(OBJECTIVES)}")
         tok = self.manifest["tokenizer"]
         self.fingerprint: str = tok["fingerprint"]
         self.vocab_size: int = tok["vocab_size"]

@@ -1,14 +1,18 @@
-"""BERT pretraining from a shard set: the model, the batch sources and the evaluation handed to the one loop.
+"""Pretraining from a shard set: the model, the batch sources and the evaluation handed to the one loop.
 
-The paper's recipe (section 3.1, appendix A.2): masked-LM plus next-sentence prediction on sentence pairs, most
-steps at sequence length 128 and the rest at 512. Here a run is one call::
+The BERT paper's recipe (section 3.1, appendix A.2): masked-LM plus next-sentence prediction on sentence pairs, most
+steps at sequence length 128 and the rest at 512. Every family member trains through the same run; only the
+sentence task differs (``config.sentence_task``): NSP for BERT, sentence-order prediction for ALBERT, none for
+RoBERTa (masked-LM alone on packed full sentences) and DistilBERT. Shards record the objective they were prepared
+for, and a run refuses shards of another. Here a run is one call::
 
-    summary = run_pretraining(PretrainSettings(data="shards", out_dir="runs/bert"))
+    summary = run_pretraining(PretrainSettings(data="shards", out_dir="runs/bert", arch="bert"))
 
-A run folder holds the final model in the standard layout (``config.json``, ``model.safetensors``, ``vocab.txt``,
-``tokenizer_config.json``), ``metrics.jsonl`` (one line per logged step; evaluation lines add ``eval_*`` metrics),
-``pretrain.json`` (the settings, the data, the evaluation before training and the final summary), ``report.html``
-with its PNG plots (``loss.png`` …, see :mod:`bertkit.inspect.report`) and ``checkpoints/`` for ``resume``.
+A run folder holds the final model in the standard layout (``config.json``, ``model.safetensors``, the tokenizer's
+files: ``vocab.txt``, ``vocab.json`` + ``merges.txt`` or ``spiece.model``, and ``tokenizer_config.json``),
+``metrics.jsonl`` (one line per logged step; evaluation lines add ``eval_*`` metrics), ``pretrain.json`` (the
+settings, the data, the evaluation before training and the final summary), ``report.html`` with its PNG plots
+(``loss.png`` …, see :mod:`bertkit.inspect.report`) and ``checkpoints/`` for ``resume``.
 
 Evaluation uses a held-out tail of the shard set (the end of the corpus, so no training instance shares its
 documents) masked with a fixed seed, so every evaluation of a run, and of any run on the same shards, scores the
@@ -32,8 +36,8 @@ import torch
 from torch import nn
 
 from bertkit.config import PRESETS, BertConfig
-from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches
-from bertkit.data.shards import ShardError, ShardSet
+from bertkit.data.pretraining import ARCH_OBJECTIVES, IGNORE_INDEX, PretrainingBatches
+from bertkit.data.shards import MANIFEST, ShardError, ShardSet
 from bertkit.inspect.report import write_report
 from bertkit.model import BertForPreTraining
 from bertkit.tokenizer import Tokenizer
@@ -47,7 +51,7 @@ log = logging.getLogger("bertkit")
 RUN_FILE = "pretrain.json"
 EVAL_MASK_SEED = 0  # evaluation masking never changes, so evaluations are comparable across steps and runs
 # Settings that define a run: resuming with any of them changed would not continue the same run.
-_RUN_DEFINING = ("data", "phase2_data", "phase2_steps", "preset", "config_file", "init_from", "max_steps",
+_RUN_DEFINING = ("data", "phase2_data", "phase2_steps", "arch", "preset", "config_file", "init_from", "max_steps",
                  "batch_size", "grad_accum", "lr", "warmup_ratio", "optimizer", "weight_decay", "whole_word",
                  "seed", "eval_holdout")
 
@@ -56,8 +60,11 @@ _RUN_DEFINING = ("data", "phase2_data", "phase2_steps", "preset", "config_file",
 class PretrainSettings:
     """One pretraining run. Paths are folders; ``max_steps`` counts optimizer steps over both phases.
 
-    Model: ``init_from`` (a checkpoint folder; MLM/NSP heads start fresh if it has none), else ``config_file``,
-    else ``preset``; a fresh model takes the shards' vocabulary size.
+    Model: ``init_from`` (a checkpoint folder; MLM/sentence heads start fresh if it has none), else ``config_file``,
+    else ``preset``; a fresh model takes the shards' vocabulary size and padding id.
+    Architecture: ``arch`` ("bert", "roberta", "distilbert", "albert"), else the ``model_type`` of ``init_from`` /
+    ``config_file``, else the ``arch`` the shards were prepared for; an ``arch`` that contradicts the checkpoint or
+    config file is an error.
     Tokenizer (copied into the run folder): ``tokenizer``, else ``init_from``, else the shard folder; it must be
     the one that wrote the shards.
     Evaluation: ``eval_holdout`` instances from the end of the shard set (None: 5%, at most 1000; 0: none).
@@ -66,6 +73,7 @@ class PretrainSettings:
 
     data: str
     out_dir: str
+    arch: str | None = None
     preset: str = "base"
     config_file: str | None = None
     init_from: str | None = None
@@ -96,6 +104,8 @@ class PretrainSettings:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if self.arch is not None and self.arch not in ARCH_OBJECTIVES:
+            raise ValueError(f"unknown arch {self.arch!r}; choose from {', '.join(ARCH_OBJECTIVES)}")
         for name in ("max_steps", "batch_size", "grad_accum", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -133,7 +143,7 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
     phase2 = _phase2_shards(settings, shards)
     tokenizer = resolve_tokenizer(settings, shards)
     model = build_model(settings, shards, phase2)
-    train, evaluation = make_sources(settings, shards, phase2, dist)
+    train, evaluation = make_sources(settings, shards, phase2, dist, token_types=model.config.type_vocab_size > 0)
     evaluate = PretrainingEvaluator(evaluation) if evaluation is not None else None
     trainer = Trainer(
         model, settings.train_config(), train=train[0].train if len(train) == 1 else None,
@@ -143,10 +153,12 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
     if dist.is_main and not resuming:
         run_info = {
             "settings": dataclasses.asdict(settings),
-            "data": {"instances": len(shards), "train_batches": train[0].train.num_batches(0),
+            "arch": model.config.model_type,
+            "data": {"instances": len(shards), "objective": shards.objective,
+                     "train_batches": train[0].train.num_batches(0),
                      "eval_instances": 0 if evaluation is None else len(evaluation.indices)},
             "fresh_parameters": getattr(getattr(model, "load_report", None), "fresh", []),
-            "initial_eval": _initial_eval(trainer, evaluate),
+            "initial_eval": initial_eval(trainer, evaluate),
         }
         _write_json(out_dir / RUN_FILE, run_info)
     summary = trainer.fit()
@@ -159,7 +171,7 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
     return summary
 
 
-def _initial_eval(trainer: Trainer, evaluate: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
+def initial_eval(trainer: Trainer, evaluate: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
     """Evaluation of the untrained (or just loaded) model: the baseline every later evaluation is read against."""
     if evaluate is None:
         return {}
@@ -183,16 +195,20 @@ def _phase2_shards(settings: PretrainSettings, shards: ShardSet) -> ShardSet | N
     return phase2
 
 
+# Files that make a folder a tokenizer: WordPiece, byte-level BPE, SentencePiece.
+TOKENIZER_FILES = ("vocab.txt", "vocab.json", "spiece.model")
+
+
 def resolve_tokenizer(settings: PretrainSettings, shards: ShardSet) -> Tokenizer:
     """The tokenizer that wrote the shards: from ``settings.tokenizer``, the ``init_from`` model or the shard folder.
 
     Raises:
-        FileNotFoundError: none of those folders holds a vocab.txt.
+        FileNotFoundError: none of those folders holds a tokenizer.
         ShardError: the tokenizer found is not the one that wrote the shards.
     """
     candidates = [settings.tokenizer, settings.init_from, settings.data]
     for folder in (c for c in candidates if c is not None):
-        if (Path(folder) / "vocab.txt").is_file() or folder == settings.tokenizer:
+        if any((Path(folder) / name).is_file() for name in TOKENIZER_FILES) or folder == settings.tokenizer:
             tokenizer = Tokenizer.from_pretrained(folder)
             if tokenizer.fingerprint() != shards.fingerprint:
                 raise ShardError(
@@ -201,24 +217,26 @@ def resolve_tokenizer(settings: PretrainSettings, shards: ShardSet) -> Tokenizer
                     f"{shards.vocab_size}); prepare the shards with this model's tokenizer"
                 )
             return tokenizer
-    raise FileNotFoundError(f"no vocab.txt in {settings.data} (nor in init_from); pass the tokenizer folder "
-                            "that wrote the shards")
+    raise FileNotFoundError(f"no tokenizer ({' / '.join(TOKENIZER_FILES)}) in {settings.data} (nor in init_from); "
+                            "pass the tokenizer folder that wrote the shards")
 
 
 def make_sources(
-    settings: PretrainSettings, shards: ShardSet, phase2: ShardSet | None, dist: DistInfo
+    settings: PretrainSettings, shards: ShardSet, phase2: ShardSet | None, dist: DistInfo, *, token_types: bool = True
 ) -> tuple[list[Phase], PretrainingBatches | None]:
     """Training phases for this rank, and the evaluation source (the held-out tail, fixed masking, rank 0's).
 
     With two phases, the same fraction is cut from the tail of the second set, which usually holds the same
-    corpus at another length: its held-out documents must not be trained on either.
+    corpus at another length: its held-out documents must not be trained on either. ``token_types=False`` (a model
+    without token types) leaves ``token_type_ids`` out of the batches.
     """
     holdout = _holdout_size(settings, len(shards))
 
     def train_source(data: ShardSet, cut: int) -> PretrainingBatches:
         indices = np.arange(len(data) - cut)
         source = PretrainingBatches(data, settings.batch_size, settings.seed, rank=dist.rank,
-                                    world_size=dist.world_size, whole_word=settings.whole_word, indices=indices)
+                                    world_size=dist.world_size, whole_word=settings.whole_word, indices=indices,
+                                    token_types=token_types)
         if source.num_batches(0) == 0:
             raise ValueError(f"{data.shard_dir}: {len(indices)} training instances are fewer than one batch of "
                              f"{settings.batch_size} on each of {dist.world_size} process(es)")
@@ -232,7 +250,8 @@ def make_sources(
     if holdout:
         evaluation = PretrainingBatches(shards, settings.eval_batch_size, EVAL_MASK_SEED,
                                         whole_word=settings.whole_word, drop_last=False,
-                                        indices=np.arange(len(shards) - holdout, len(shards)))
+                                        indices=np.arange(len(shards) - holdout, len(shards)),
+                                        token_types=token_types)
     return phases, evaluation
 
 
@@ -249,20 +268,15 @@ def build_model(settings: PretrainSettings, shards: ShardSet, phase2: ShardSet |
 
     The initial weights depend only on ``settings.seed`` (drawn in a forked RNG, so the global stream is untouched).
     """
-    if settings.init_from is not None:
-        config = BertConfig.from_json_file(Path(settings.init_from) / "config.json")
-        if config.vocab_size != shards.vocab_size:
-            raise ShardError(f"{settings.data}: shards have a vocabulary of {shards.vocab_size} but "
-                             f"{settings.init_from} has {config.vocab_size}; prepare them with its tokenizer")
-    elif settings.config_file is not None:
-        config = BertConfig.from_json_file(settings.config_file).replace(vocab_size=shards.vocab_size)
-    else:
-        config = BertConfig.preset(settings.preset, vocab_size=shards.vocab_size)
+    config = model_config(settings, shards)
     for data in (shards, phase2):
-        length = data.manifest["settings"]["max_seq_len"] if data is not None else 0
-        if length > config.max_position_embeddings:
-            raise ValueError(f"{data.shard_dir}: sequences of up to {length} tokens, but the model has only "
-                             f"{config.max_position_embeddings} positions")
+        if data is not None:
+            check_objective(data, config)
+            length = data.manifest["settings"]["max_seq_len"]
+            positions = config.max_position_embeddings - config.position_offset
+            if length > positions:
+                raise ValueError(f"{data.shard_dir}: sequences of up to {length} tokens, but the model has only "
+                                 f"{positions} positions")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         if settings.init_from is None:
@@ -271,6 +285,55 @@ def build_model(settings: PretrainSettings, shards: ShardSet, phase2: ShardSet |
     if model.load_report.fresh:
         log.warning("%s: initialised fresh: %s", settings.init_from, ", ".join(model.load_report.fresh))
     return model
+
+
+def model_config(settings: PretrainSettings, shards: ShardSet) -> BertConfig:
+    """The run's model config: ``init_from``'s, the config file's or the preset of the architecture.
+
+    The architecture comes from ``settings.arch``, else the checkpoint / config file (its ``model_type``), else the
+    shards' manifest (the ``arch`` they were prepared for). A fresh model's vocabulary size and padding id follow
+    the shards' tokenizer.
+
+    Raises:
+        ValueError: ``settings.arch`` contradicts the checkpoint's or config file's ``model_type``.
+        ShardError: ``init_from``'s vocabulary differs from the shards'.
+    """
+    if settings.init_from is not None:
+        path = Path(settings.init_from) / "config.json"
+        config = BertConfig.from_json_file(path)
+        _check_arch(settings.arch, config.model_type, str(path))
+        if config.vocab_size != shards.vocab_size:
+            raise ShardError(f"{settings.data}: shards have a vocabulary of {shards.vocab_size} but "
+                             f"{settings.init_from} has {config.vocab_size}; prepare them with its tokenizer")
+        return config
+    if settings.config_file is not None:
+        config = BertConfig.from_json_file(settings.config_file)
+        _check_arch(settings.arch, config.model_type, settings.config_file)
+        return config.replace(vocab_size=shards.vocab_size, pad_token_id=shards.pad_id)
+    arch = settings.arch or shards.manifest["settings"].get("arch", "bert")
+    return BertConfig.preset(settings.preset, arch=arch, vocab_size=shards.vocab_size, pad_token_id=shards.pad_id)
+
+
+def _check_arch(given: str | None, found: str, source: str) -> None:
+    if given is not None and given != found:
+        raise ValueError(f"arch {given!r} contradicts {source}, whose model_type is {found!r}; drop the arch or "
+                         "use a matching checkpoint / config")
+
+
+def check_objective(shards: ShardSet, config: BertConfig) -> None:
+    """Refuse shards prepared for another sentence objective than the model's (e.g. NSP pairs for RoBERTa).
+
+    Raises:
+        ShardError: naming the manifest, the shards' objective and the model's.
+    """
+    expected = config.sentence_task or "none"
+    if shards.objective != expected:
+        prepared = shards.manifest["settings"].get("arch", "bert")
+        raise ShardError(
+            f"{Path(shards.shard_dir) / MANIFEST}: shards were prepared for objective {shards.objective!r} "
+            f"(arch {prepared!r}), but a {config.model_type} model pretrains with objective {expected!r}; "
+            f"re-run `bertkit prepare --arch {config.model_type}`"
+        )
 
 
 def _model_and_tokenizer_writer(tokenizer: Tokenizer) -> Callable[[nn.Module, Path], None]:
@@ -285,7 +348,8 @@ def _model_and_tokenizer_writer(tokenizer: Tokenizer) -> Callable[[nn.Module, Pa
 
 # -------------------------------------------------------------------------------------------- evaluation
 class PretrainingEvaluator:
-    """``evaluate`` for the loop: MLM loss, accuracy and perplexity over masked positions, NSP loss and accuracy.
+    """``evaluate`` for the loop: MLM loss, accuracy and perplexity over masked positions, plus the sentence task's
+    loss and accuracy under its own name (``nsp_*`` or ``sop_*``; none for a source without sentence labels).
 
     Sums are taken over every masked token (and every pair) of the source, so the metrics do not depend on the
     evaluation batch size. The model computes MLM logits only at the labelled positions.
@@ -293,31 +357,40 @@ class PretrainingEvaluator:
 
     def __init__(self, source: PretrainingBatches) -> None:
         self.source = source
+        self.task = source.sentence_task
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        sums = torch.zeros(6, dtype=torch.float64)  # mlm loss, mlm correct, masked tokens, nsp loss, correct, pairs
+        sums = torch.zeros(6, dtype=torch.float64)  # mlm loss, mlm correct, masked tokens, task loss, correct, pairs
         for index in range(self.source.num_batches(0)):
             batch = {k: v.to(device) for k, v in self.source.batch(0, index).items()}
             out = model(**batch)
             labels = batch["mlm_labels"]
             targets = labels[labels != IGNORE_INDEX]  # (N,), in the order of out.mlm_logits' rows
-            mlm_logits, nsp_logits = out.mlm_logits.float(), out.nsp_logits.float()
-            sums += torch.tensor([
+            mlm_logits = out.mlm_logits.float()
+            sums[:3] += torch.tensor([
                 nn.functional.cross_entropy(mlm_logits, targets, reduction="sum").item(),
                 (mlm_logits.argmax(-1) == targets).sum().item(), targets.numel(),
-                nn.functional.cross_entropy(nsp_logits, batch["nsp_labels"], reduction="sum").item(),
-                (nsp_logits.argmax(-1) == batch["nsp_labels"]).sum().item(), batch["nsp_labels"].numel(),
             ], dtype=torch.float64)  # fmt: skip
-        mlm_loss, nsp_loss = (sums[0] / sums[2]).item(), (sums[3] / sums[5]).item()
-        return {
-            "loss": mlm_loss + nsp_loss,
+            if self.task is not None:
+                task_logits, task_labels = out.nsp_logits.float(), batch["nsp_labels"]
+                sums[3:] += torch.tensor([
+                    nn.functional.cross_entropy(task_logits, task_labels, reduction="sum").item(),
+                    (task_logits.argmax(-1) == task_labels).sum().item(), task_labels.numel(),
+                ], dtype=torch.float64)  # fmt: skip
+        mlm_loss = (sums[0] / sums[2]).item()
+        metrics = {
+            "loss": mlm_loss,
             "mlm_loss": mlm_loss,
             "mlm_accuracy": (sums[1] / sums[2]).item(),
             "perplexity": math.exp(min(mlm_loss, 50.0)),
-            "nsp_loss": nsp_loss,
-            "nsp_accuracy": (sums[4] / sums[5]).item(),
         }
+        if self.task is not None:
+            task_loss = (sums[3] / sums[5]).item()
+            metrics["loss"] += task_loss
+            metrics[f"{self.task}_loss"] = task_loss
+            metrics[f"{self.task}_accuracy"] = (sums[4] / sums[5]).item()
+        return metrics
 
 
 # --------------------------------------------------------------------------------------------- run file
