@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 
-from bertkit.cli import core, finetune, inspect, pretrain, serve
+from bertkit.cli import core, distill, finetune, inspect, pretrain, serve
 from bertkit.cli.common import UsageError
 
-COMMAND_MODULES = (core, finetune, inspect, pretrain, serve)
+COMMAND_MODULES = (core, finetune, inspect, pretrain, distill, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
