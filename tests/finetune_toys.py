@@ -1,8 +1,10 @@
-"""A tiny "pretrained" BERT and synthetic data sets for each task family, learnable in seconds on a CPU.
+"""A tiny "pretrained" BERT (or RoBERTa, DistilBERT, ALBERT) and synthetic data sets for each task family,
+learnable in seconds on a CPU.
 
 Every task is decided by word identity (sentiment words, repeated sentences, names and cities, a colour in the
 passage), so a 2-layer, 32-wide model trained from random weights (drawn wider than BERT's 0.02 so
-the tanh pooler does not start on a plateau) gets well above chance in a few epochs.
+the tanh pooler does not start on a plateau) gets well above chance in a few epochs. Each variant gets a
+tokenizer of its own kind (WordPiece, byte-level BPE, SentencePiece unigram) whose pieces are the toy words.
 """
 
 from __future__ import annotations
@@ -39,6 +41,44 @@ def make_pretrained(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     BertForPreTraining(config).save_pretrained(directory)
     Tokenizer.from_pretrained(directory).save_pretrained(directory)
+    return directory
+
+
+# The tokenizer scheme of each variant, and the vocabulary size that keeps every toy word one piece.
+VARIANT_TOKENIZERS = {"bert": ("wordpiece", None), "distilbert": ("wordpiece", None), "roberta": ("bpe", 1000),
+                      "albert": ("unigram", 200)}
+
+
+def toy_tokenizer(arch: str, directory: Path) -> Tokenizer:
+    """The variant's kind of tokenizer over the toy words: the word list as vocab.txt, or trained on toy text."""
+    kind, size = VARIANT_TOKENIZERS[arch]
+    if kind == "wordpiece":
+        (directory / "vocab.txt").write_text("\n".join(SPECIALS + WORDS) + "\n", encoding="utf-8")
+        return Tokenizer.from_pretrained(directory)
+    rng = random.Random(0)
+    corpus = directory / "toy_corpus.txt"
+    corpus.write_text("".join(" ".join(rng.sample(WORDS, 8)) + "\n" for _ in range(400)), encoding="utf-8")
+    tokenizer = Tokenizer.train([corpus], kind=kind, vocab_size=size, min_frequency=1)
+    corpus.unlink()
+    return tokenizer
+
+
+def make_pretrained_variant(directory: Path, arch: str, seed: int = 0) -> Path:
+    """A random 2-layer model of the variant (``BertConfig.preset("tiny", arch=...)`` made 32 wide) with its
+    pretraining heads and its kind of tokenizer, saved in the variant's standard layout."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = toy_tokenizer(arch, directory)
+    offset = tokenizer.pad_id + 1 if arch == "roberta" else 0  # RoBERTa's positions start past its padding id
+    albert = {"embedding_size": 16} if arch == "albert" else {}
+    config = BertConfig.preset("tiny", arch=arch, vocab_size=tokenizer.vocab_size, hidden_size=32,
+                               num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                               pad_token_id=tokenizer.pad_id, max_position_embeddings=64 + offset,
+                               initializer_range=0.1, **albert)
+    torch.manual_seed(seed)
+    BertForPreTraining(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory
 
 

@@ -27,6 +27,8 @@ def test_info_prints_shape_and_parameter_count(minilm_dir, capsys):
     assert "hidden_size              384" in out
     assert "parameters               22713216" in out  # 22,713,216 incl. the position_ids buffer excluded
     assert "vocab_size               30522" in out
+    assert "model_type               bert" in out and "architecture             BertModel" in out
+    assert "tokenizer                wordpiece (WordPiece), 30522 entries, vocab.txt" in out
 
 
 def test_fill_mask_lists_top_k_with_probabilities(tiny_mlm_dir, capsys):

@@ -16,6 +16,7 @@ from bertkit.cli import main
 from bertkit.infer.encode import fill_mask
 from bertkit.inspect.explain import explain, format_table, page_data, write_page
 from bertkit.tokenizer import Tokenizer
+from finetune_toys import make_pretrained_variant
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "a", "mat", "it", "was", "very",
          "happy", "dog", ".", "##s"]
@@ -143,3 +144,35 @@ def test_minilm_explains_the_readme_example(minilm_dir):
     assert result.ids == [101, 1996, 4937, 2938, 2006, 1996, 13523, 1012, 102, 2009, 2001, 2200, 3407, 1012, 102]
     assert result.type_ids == [0] * 9 + [1] * 6
     assert result.attentions.shape == (6, 12, 15, 15) and result.guesses is None
+
+
+@pytest.mark.parametrize("arch", ["roberta", "distilbert", "albert"])
+def test_each_variant_is_explained_with_its_own_embeddings_positions_and_layout(arch, tmp_path):
+    """RoBERTa reads positions from 2 and frames pairs <s> a </s></s> b </s>; DistilBERT has no segment part and
+    is run without token types; ALBERT's parts are E wide. Attention is the model's own in each case."""
+    directory = make_pretrained_variant(tmp_path / arch, arch)
+    result = explain(directory, "alice visited rome", "bob met carol")
+    tokenizer = Tokenizer.from_pretrained(directory)
+    assert result.ids == tokenizer.encode("alice visited rome", "bob met carol").ids and not result.truncated
+    model = BertModel.from_pretrained(directory).eval()
+    types = None if arch == "distilbert" else torch.tensor([result.type_ids])
+    with torch.inference_mode():
+        out = model(torch.tensor([result.ids]), types, output_attentions=True)
+    np.testing.assert_allclose(result.attentions, torch.cat(out.attentions).numpy(), atol=1e-6)
+    length = len(result.ids)
+    assert result.position_ids == list(range(2, 2 + length) if arch == "roberta" else range(length))
+    assert set(result.embedding_norms) == ({"token", "position"} if arch == "distilbert" else
+                                           {"token", "segment", "position"})
+    with torch.no_grad():
+        position = model.embeddings.position.weight[result.position_ids[0]].norm().item()
+        token = model.embeddings.token.weight[result.ids[1]].norm().item()  # E wide for ALBERT
+    assert result.embedding_norms["position"][0] == pytest.approx(position)
+    assert result.embedding_norms["token"][1] == pytest.approx(token)
+    data = page_data(result)
+    assert data["positions"] == result.position_ids and data["special"] == [t in (tokenizer.cls_id, tokenizer.sep_id)
+                                                                          for t in result.ids]
+    scheme = {"roberta": "Byte-level BPE", "distilbert": "WordPiece", "albert": "SentencePiece"}[arch]
+    table = format_table(result)
+    assert table.startswith(f"{scheme}: ") and data["scheme"] == scheme
+    if arch == "roberta":
+        assert result.tokens.count("</s>") == 3 and result.type_ids == [0] * length

@@ -112,6 +112,7 @@ def test_model_directory_carries_task_labels_and_tokenizer(runs):
     config = json.loads((settings.out / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
     assert config["problem_type"] == "single_label_classification"
+    assert config["architectures"] == ["BertForSequenceClassification"]
     assert config["bertkit"]["task"] == "classify" and config["bertkit"]["max_seq_len"] == 32
     assert (settings.out / "vocab.txt").is_file() and (settings.out / "tokenizer_config.json").is_file()
     loaded = load_task_model(settings.out)

@@ -71,6 +71,14 @@ def test_run_in_progress_reports_what_exists_and_skips_a_torn_last_line(tmp_path
     assert not (tmp_path / "eval_metrics.png").exists() and len(_embedded_images(page)) == 3
 
 
+def test_summary_names_the_saved_models_architecture(tmp_path):
+    _write_metrics(tmp_path, steps=3, eval_every=0)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta",
+                                                      "architectures": ["RobertaForSequenceClassification"]}))
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "model</th><td class=\"num\">roberta (RobertaForSequenceClassification)<" in page
+
+
 def test_report_of_a_real_training_run(tmp_path):
     trainer = Trainer(ToyRegressor(), toy_config(tmp_path, max_steps=12, eval_every=4), ToySource(),
                       evaluate=held_out_loss, save_model=save_state_dict)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from bertkit.config import BertConfig
 from bertkit.data.tasks import classification as cls
-from bertkit.data.tasks import qa, tagging
-from bertkit.data.tasks.batches import TaskBatches, collate, sorted_batches
+from bertkit.data.tasks import families, qa, tagging
+from bertkit.data.tasks.batches import TaskBatches, collate, model_inputs, sorted_batches, uses_token_types
 from bertkit.data.tasks.readers import Answer, QAExample, TaggingExample, TextExample, read_glue
 from bertkit.tokenizer import Tokenizer
 
@@ -293,6 +294,34 @@ def test_collate_pads_to_the_longest_and_types_targets():
     assert tags["labels"].tolist() == [[-100, 1, -100], [-100, -100, -100]]
     spans = collate([qa.QAFeature([2, 3], [0, 1], 0, [None, None], 1, 1)])
     assert spans["start_positions"].tolist() == [1] and spans["end_positions"].tolist() == [1]
+
+
+def test_token_types_are_left_out_for_a_model_without_them():
+    features = [cls.ClassificationFeature([2, 7, 3], [0, 1, 1], 1), cls.ClassificationFeature([2, 3], [0, 0], 0)]
+    assert "token_type_ids" not in collate(features, token_types=False)
+    assert "token_type_ids" not in TaskBatches(features, 2, seed=0, token_types=False).batch(0, 0)
+    assert all("token_type_ids" not in b for _, b in sorted_batches(features, 1, token_types=False))
+    distilbert, bert = BertConfig.preset("tiny", arch="distilbert"), BertConfig.preset("tiny")
+    assert not uses_token_types(distilbert) and uses_token_types(bert)
+    assert uses_token_types(BertConfig.preset("tiny", arch="roberta"))  # one type, all zeros: still an input
+    batch = collate(features)
+    assert set(model_inputs(batch, distilbert)) == {"input_ids", "attention_mask", "labels"}
+    assert model_inputs(batch, bert) is batch
+
+
+def test_every_variants_task_class_name_maps_to_its_family():
+    assert families.head_class("RobertaForSequenceClassification") == "BertForSequenceClassification"
+    assert families.head_class("DistilBertForTokenClassification") == "BertForTokenClassification"
+    assert families.head_class("AlbertForQuestionAnswering") == "BertForQuestionAnswering"
+    assert families.head_class("BertForQuestionAnswering") == "BertForQuestionAnswering"
+    assert families.head_class("RobertaForMaskedLM") is None and families.head_class("GPT2ForQuestionAnswering") is None
+    labels = {"id2label": {"0": "neg", "1": "pos"}}
+    spec = families.TaskSpec.from_config({"architectures": ["DistilBertForSequenceClassification"], **labels}, "x")
+    assert spec.task == "classify" and spec.labels == ("neg", "pos")
+    tagger = families.TaskSpec.from_config({"architectures": ["AlbertForTokenClassification"], **labels}, "x")
+    assert tagger.task == "tag"
+    with pytest.raises(ValueError, match="x: not a fine-tuned model .architecture 'RobertaForMaskedLM'"):
+        families.TaskSpec.from_config({"architectures": ["RobertaForMaskedLM"]}, "x")
 
 
 def test_collate_refuses_to_mix_labelled_and_unlabelled():

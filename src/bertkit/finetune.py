@@ -1,7 +1,10 @@
 """Fine-tuning: a pretrained BERT plus one output layer, trained on a labelled task; then evaluation and prediction.
 
 The task families (classify, pair, regress, tag, qa) differ only in their data and head (data/tasks/families.py);
-training is the one loop (train/loop.py) over a `TaskBatches` source, with the dev metric as its evaluation.
+training is the one loop (train/loop.py) over a `TaskBatches` source, with the dev metric as its evaluation. Every
+variant of the family (BERT, RoBERTa, DistilBERT, ALBERT) fine-tunes the same way: the architecture comes from the
+pretrained checkpoint's config.json, the pair layout from its tokenizer, and a model without token types
+(DistilBERT) gets batches without them.
 
 Defaults follow the BERT paper's fine-tuning recipe (section 4 and appendix A.3): batch 32, 3 epochs, linear decay
 after 10% warm-up, weight decay 0.01, dropout 0.1, Adam. The learning rate is 3e-5 (middle of the paper's
@@ -10,7 +13,11 @@ tokens with a 128-token stride.
 
 A run's output directory holds:
     config.json, model.safetensors     the final model: the best by the dev metric when a dev set is given,
-    vocab.txt, tokenizer_config.json   with its tokenizer, task family and labels (see TaskSpec)
+                                       with its task family and labels (see TaskSpec); `architectures` names
+                                       the variant's standard class (BertForSequenceClassification,
+                                       RobertaForTokenClassification ...)
+    tokenizer files                    those of its kind (vocab.txt, vocab.json + merges.txt, or spiece.model)
+                                       and tokenizer_config.json
     best.json                          the step and dev metrics of that model
     finetune.json                      the run's settings
     metrics.jsonl                      training loss and dev metrics over steps
@@ -39,7 +46,7 @@ from torch import nn
 from bertkit.checkpoint.io import atomic_write, find_weights, load_standard_state, read_state_dict
 from bertkit.config import BertConfig
 from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches, sorted_batches
+from bertkit.data.tasks.batches import TaskBatches, sorted_batches, uses_token_types
 from bertkit.data.tasks.families import TaskSpec
 from bertkit.data.tasks.readers import glue_path
 from bertkit.inspect.report import DETAILS_FILE, write_report
@@ -153,7 +160,7 @@ class TaskModel:
 
 
 def load_task_model(path: str | os.PathLike, task: str | None = None, device: str | None = None) -> TaskModel:
-    """Load a fine-tuned model directory (ours, or a standard BERT task checkpoint) in eval mode.
+    """Load a fine-tuned model directory (ours, or a standard task checkpoint of any variant) in eval mode.
 
     Args:
         task: the family the caller's data is for; a model fine-tuned for another raises naming both.
@@ -179,9 +186,9 @@ def build_task_model(
     """
     directory = Path(pretrained)
     config = BertConfig.from_json_file(directory / "config.json")
-    if spec.max_seq_len > config.max_position_embeddings:
-        raise ValueError(f"max_seq_len {spec.max_seq_len} exceeds the model's {config.max_position_embeddings} "
-                         f"positions ({directory / 'config.json'})")
+    if spec.max_seq_len > config.max_sequence_length:
+        raise ValueError(f"max_seq_len {spec.max_seq_len} exceeds the {config.max_sequence_length} tokens the "
+                         f"{config.model_type} model accepts ({directory / 'config.json'})")
     extra = {k: v for k, v in config.extra.items() if k not in TASK_KEYS}
     config = config.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                             extra={**extra, **spec.config_entries()})
@@ -206,7 +213,7 @@ def infer(
     device = next(model.parameters()).device
     outputs: list[np.ndarray] = [np.empty(0)] * len(features)
     loss_sum, counted = 0.0, 0
-    for indices, batch in sorted_batches(features, batch_size, pad_id):
+    for indices, batch in sorted_batches(features, batch_size, pad_id, uses_token_types(model.config)):
         out = model(**{k: v.to(device) for k, v in batch.items()})
         if getattr(out, "loss", None) is not None:
             loss_sum, counted = loss_sum + float(out.loss) * len(indices), counted + len(indices)
@@ -416,6 +423,7 @@ def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> di
     _check_out_dir(settings)
     barrier(dist)  # every rank has looked before rank 0 writes
     tokenizer = Tokenizer.from_pretrained(settings.model)
+    _check_tokenizer(tokenizer, BertConfig.from_json_file(settings.model / "config.json"), settings.model)
     data = _load_data(settings, tokenizer)
     model = build_task_model(settings.model, data.spec, dropout=settings.dropout, seed=settings.seed)
     if dist.is_main:
@@ -425,7 +433,8 @@ def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> di
             write_json(settings.out / SETTINGS_FILE, settings.to_dict())
     barrier(dist)
     source = TaskBatches(data.train_features, settings.batch_size, settings.seed, rank=dist.rank,
-                         world_size=dist.world_size, pad_id=tokenizer.pad_id)
+                         world_size=dist.world_size, pad_id=tokenizer.pad_id,
+                         token_types=uses_token_types(model.config))
     patient = _PatientBatches(source, settings.patience, dist) if settings.patience is not None else None
     has_dev = bool(data.dev_examples)
     evaluate = _dev_evaluator(data, tokenizer, settings.eval_batch_size, patient) if has_dev else None
@@ -446,6 +455,17 @@ def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> di
             "best_step": trainer.best_step, "dev": (best or {}).get("metrics", trainer.last_eval),
             "train_examples": data.train_examples, "train_features": len(data.train_features),
             "dev_examples": len(data.dev_examples), "out_dir": str(settings.out)}
+
+
+def _check_tokenizer(tokenizer: Tokenizer, config: BertConfig, directory: Path) -> None:
+    """Refuse a tokenizer whose ids the model cannot read: more ids than embeddings, or (where positions are
+    counted from the padding id, as RoBERTa's) another padding id."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"{directory}: the {tokenizer.kind} tokenizer has {tokenizer.vocab_size} entries but the "
+                         f"model's vocab_size is {config.vocab_size}")
+    if config.position_offset and tokenizer.pad_id != config.pad_token_id:
+        raise ValueError(f"{directory}: the tokenizer pads with id {tokenizer.pad_id} but the {config.model_type} "
+                         f"model's pad_token_id is {config.pad_token_id}")
 
 
 def _train_config(settings: FinetuneSettings, source: TaskBatches, has_dev: bool) -> TrainConfig:

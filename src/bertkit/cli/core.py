@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bertkit.cli.common import UsageError
+
+if TYPE_CHECKING:
+    from bertkit.config import BertConfig
 
 log = logging.getLogger("bertkit")
 
@@ -25,7 +29,8 @@ def _read_lines(path: str) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from bertkit.checkpoint.io import find_weights, read_state_dict
+    from bertkit.checkpoint import names
+    from bertkit.checkpoint.io import find_weights, read_state_dict, standard_architecture
     from bertkit.config import BertConfig
 
     directory = Path(args.model)
@@ -33,20 +38,21 @@ def cmd_info(args: argparse.Namespace) -> None:
     config = BertConfig.from_json_file(directory / "config.json")
     state = read_state_dict(weights)
     params = sum(t.numel() for k, t in state.items() if not k.endswith("position_ids"))
-    heads = sorted({k.split(".")[0] for k in state if k.startswith(("cls.", "classifier.", "qa_outputs."))})
-    vocab = directory / "vocab.txt"
-    vocab_lines = sum(1 for _ in vocab.open(encoding="utf-8")) if vocab.is_file() else None
+    heads = sorted({k.split(".")[0] for k in state if k.startswith(names.layout(config).head_roots)})
     info = {
         "directory": str(directory),
-        "architecture": (config.extra.get("architectures") or ["BertModel"])[0],
+        "architecture": (config.extra.get("architectures") or [standard_architecture("BertModel", config)])[0],
         "model_type": config.model_type,
         "layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,
+        **_variant_info(config),
         "heads": config.num_attention_heads,
         "intermediate_size": config.intermediate_size,
         "max_position_embeddings": config.max_position_embeddings,
+        "max_sequence_length": config.max_sequence_length,
+        "token_types": config.type_vocab_size,
         "vocab_size": config.vocab_size,
-        "vocab_txt_entries": vocab_lines,
+        "tokenizer": _tokenizer_info(directory),
         "parameters": params,
         "weights": weights.name,
         "head_tensors": heads,
@@ -54,6 +60,29 @@ def cmd_info(args: argparse.Namespace) -> None:
     width = max(map(len, info))
     for key, value in info.items():
         print(f"{key:<{width}}  {value}")
+
+
+def _variant_info(config: BertConfig) -> dict[str, Any]:
+    """What sets a variant apart from BERT: ALBERT's embedding width and layer sharing, RoBERTa's first position."""
+    if config.model_type == "albert":
+        return {"embedding_size": config.embedding_dim, "num_hidden_groups": config.num_hidden_groups,
+                "inner_group_num": config.inner_group_num, "distinct_layers": config.num_distinct_layers}
+    if config.model_type == "roberta":
+        return {"position_offset": config.position_offset}
+    return {}
+
+
+def _tokenizer_info(directory: Path) -> str:
+    """The tokenizer's kind, size and files, or why there is none to show."""
+    from bertkit.tokenizer import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_pretrained(directory)
+    except FileNotFoundError:
+        return "none (no vocab.txt, vocab.json + merges.txt or spiece.model)"
+    except ValueError as e:
+        return f"unreadable ({e})"
+    return f"{tokenizer.kind} ({tokenizer.description}), {tokenizer.vocab_size} entries, {' + '.join(tokenizer.files)}"
 
 
 def _load_tokenizer(directory: str):
@@ -129,10 +158,11 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from bertkit.tokenizer import Tokenizer
 
     files = [str(p) for p in _expand_inputs(args.corpus)]
-    tokenizer = Tokenizer.train(files, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
-                                lowercase=not args.cased)
+    tokenizer = Tokenizer.train(files, kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                                lowercase=False if args.cased else None)
     tokenizer.save_pretrained(args.out)
-    print(f"wrote {Path(args.out) / 'vocab.txt'}: {tokenizer.vocab_size} entries from {len(files)} file(s)")
+    written = " + ".join(str(Path(args.out) / name) for name in tokenizer.files)
+    print(f"wrote {written}: {tokenizer.kind} vocabulary of {tokenizer.vocab_size} entries from {len(files)} file(s)")
 
 
 def _expand_inputs(inputs: list[str]) -> list[Path]:
@@ -167,10 +197,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_embed)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
-    p = tok.add_parser("train", help="train a WordPiece vocabulary from text files")
+    p = tok.add_parser("train", help="train a WordPiece, byte-level BPE or unigram vocabulary from text files")
     p.add_argument("corpus", nargs="+", help="files, folders or globs of .txt / .jsonl")
-    p.add_argument("--vocab-size", type=int, default=30522)
-    p.add_argument("--min-frequency", type=int, default=2)
-    p.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case)")
-    p.add_argument("--out", required=True, help="directory for vocab.txt")
+    p.add_argument("--kind", choices=("wordpiece", "bpe", "unigram"), default="wordpiece",
+                   help="wordpiece (BERT, vocab.txt), bpe (RoBERTa, vocab.json + merges.txt) or unigram "
+                        "(ALBERT, spiece.model)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="default: 30522 wordpiece, 50265 bpe, 30000 unigram")
+    p.add_argument("--min-frequency", type=int, default=2, help="least count of a merge (wordpiece, bpe)")
+    p.add_argument("--cased", action="store_true",
+                   help="keep case and accents (default: lower-case for wordpiece and unigram; bpe is always cased)")
+    p.add_argument("--out", required=True, help="directory for the tokenizer files")
     p.set_defaults(handler=cmd_tokenizer_train)

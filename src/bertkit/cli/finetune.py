@@ -1,5 +1,8 @@
 """Fine-tuning commands: ``finetune``, ``evaluate`` and ``predict``.
 
+The architecture (BERT, RoBERTa, DistilBERT or ALBERT) and the tokenizer come from the ``--model`` directory, so
+the commands are the same for every variant.
+
 ``evaluate`` prints its metrics as one JSON object on the last line of standard output (``--output`` writes the
 same object to a file); ``predict`` writes JSON lines. Both write through a temporary file and a rename.
 """
@@ -82,7 +85,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     glue_names = sorted(GLUE_TASKS)
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on a classification, tagging or QA task")
     p.add_argument("--task", choices=TASKS, help="task family (implied by --glue)")
-    p.add_argument("--model", required=True, help="pretrained checkpoint directory (with vocab.txt)")
+    p.add_argument("--model", required=True,
+                   help="pretrained checkpoint directory (config.json, weights, tokenizer files); any variant")
     p.add_argument("--train", help="training data: CSV / TSV / JSONL, CoNLL, or SQuAD JSON")
     p.add_argument("--dev", help="dev data; the best model by the dev metric is kept")
     p.add_argument("--out", required=True, help="output directory (new or empty, unless --resume / --overwrite)")

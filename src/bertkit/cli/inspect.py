@@ -29,10 +29,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="WordPiece split, ids and an HTML page of attention maps for a sentence")
+    p = sub.add_parser("explain", help="sub-word split, ids and an HTML page of attention maps for a sentence")
     p.add_argument("text", help="the sentence")
     p.add_argument("pair", nargs="?", help="an optional second sentence (segment B)")
-    p.add_argument("--model", required=True, help="checkpoint directory (with vocab.txt)")
+    p.add_argument("--model", required=True, help="checkpoint directory (with its tokenizer files)")
     p.add_argument("--out", default="explain.html", help="HTML page to write (default: explain.html)")
     p.add_argument("--top-k", type=int, default=5, help="fill-mask candidates per position")
     p.set_defaults(handler=cmd_explain)

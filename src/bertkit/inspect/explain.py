@@ -1,10 +1,12 @@
-"""Look inside one forward pass: the WordPiece split, the ids, every attention map and the embedding parts.
+"""Look inside one forward pass: the sub-word split, the ids, every attention map and the embedding parts.
 
 :func:`explain` runs a sentence (or a pair) through a checkpoint once and keeps what a reader wants to see:
 the tokens with their token / segment / position ids, the (layers, heads, T, T) attention weights, the size
-of each of the three embeddings BERT adds together, and, when the checkpoint has a masked-LM head, the
-model's guesses for masked tokens. :func:`format_table` prints the ids for a terminal; :func:`write_page`
-writes a self-contained HTML page (see :mod:`bertkit.inspect.page`).
+of each of the embeddings the model adds together, and, when the checkpoint has a masked-LM head, the
+model's guesses for masked tokens. Any variant of the family works: DistilBERT has no segment embedding (and
+is called without token types), RoBERTa's positions start past its padding id, and ALBERT's parts are E wide
+(their sum is projected to the hidden size after LayerNorm). :func:`format_table` prints the ids for a
+terminal; :func:`write_page` writes a self-contained HTML page (see :mod:`bertkit.inspect.page`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import numpy as np
 import torch
 
 from bertkit.checkpoint.io import atomic_write
+from bertkit.data.tasks.batches import uses_token_types
 from bertkit.inspect.page import render_page
 from bertkit.model import BertForPreTraining
 from bertkit.tokenizer import Encoding, Tokenizer
 
 GUESS_BATCH = 16  # masked copies of the input per forward pass when every token is masked in turn
+SCHEME_NAMES = {"wordpiece": "WordPiece", "bpe": "Byte-level BPE", "unigram": "SentencePiece"}
 
 
 @dataclass
@@ -45,11 +49,16 @@ class Explanation:
     ids: list[int]
     type_ids: list[int]
     full_length: int  # tokens the input needs before truncation
-    max_length: int  # the model's limit (max_position_embeddings)
+    max_length: int  # the model's limit (max_position_embeddings less a position offset)
     attentions: np.ndarray  # (L, nh, T, T) float32, rows sum to 1
-    embedding_norms: dict[str, np.ndarray]  # "token", "segment", "position" -> (T,) L2 norms
+    embedding_norms: dict[str, np.ndarray]  # "token", "segment" (when the model has one), "position" -> (T,)
     guesses: list[MaskGuess] | None  # None: the checkpoint has no masked-LM head
     guess_mode: str = "mask"  # "mask": at the input's [MASK] tokens; "each": every token masked in turn
+    position_ids: list[int] | None = None  # rows of the position table; None means 0 .. T-1
+    special: list[bool] | None = None  # per token: a special token ([CLS], </s> ...) the tokenizer added
+    continues: list[bool] | None = None  # per token: a piece that continues the previous word
+    scheme: str = "WordPiece"  # the tokenizer's scheme, as the page names it
+    model_type: str = "bert"
 
     @property
     def truncated(self) -> bool:
@@ -74,9 +83,9 @@ def explain(
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"{model_dir}: vocab.txt has {tokenizer.vocab_size} entries but the model's "
                          f"vocab_size is {config.vocab_size}")
-    full, encoding = _encode(tokenizer, text, pair, config.max_position_embeddings)
+    full, encoding = _encode(tokenizer, text, pair, config.max_sequence_length)
     ids = torch.tensor([encoding.ids])
-    types = torch.tensor([encoding.type_ids])
+    types = torch.tensor([encoding.type_ids]) if uses_token_types(config) else None
     with torch.inference_mode():
         out = model.bert(ids, types, output_attentions=True)
         attentions = torch.cat(out.attentions).float().numpy()  # L x (1, nh, T, T) -> (L, nh, T, T)
@@ -86,9 +95,12 @@ def explain(
             guesses, mode = _mask_guesses(model, tokenizer, encoding, out.last_hidden_state[0], top_k, max_guesses)
     return Explanation(
         model_dir=str(model_dir), text=text, pair=pair, tokens=encoding.tokens, ids=encoding.ids,
-        type_ids=encoding.type_ids, full_length=len(full), max_length=config.max_position_embeddings,
+        type_ids=encoding.type_ids, full_length=len(full), max_length=config.max_sequence_length,
         attentions=attentions, embedding_norms=embedding_norms(model.bert.embeddings, ids, types),
-        guesses=guesses, guess_mode=mode,
+        guesses=guesses, guess_mode=mode, position_ids=model.bert.embeddings.position_ids(ids)[0].tolist(),
+        special=[s is None for s in encoding.sequence_ids],
+        continues=[bool(tokenizer.continuation_mask[i]) for i in encoding.ids],
+        scheme=SCHEME_NAMES.get(tokenizer.kind, tokenizer.kind), model_type=config.model_type,
     )
 
 
@@ -102,19 +114,21 @@ def _encode(tokenizer: Tokenizer, text: str, pair: str | None, limit: int) -> tu
     return full, tokenizer.encode(text, pair, max_length=limit, truncation="longest_first")
 
 
-def embedding_norms(embeddings: torch.nn.Module, ids: torch.Tensor, types: torch.Tensor) -> dict[str, np.ndarray]:
-    """L2 norm of each of the three vectors summed into a token's input: (1, T) ids -> name -> (T,).
+def embedding_norms(
+    embeddings: torch.nn.Module, ids: torch.Tensor, types: torch.Tensor | None
+) -> dict[str, np.ndarray]:
+    """L2 norm of each vector summed into a token's input: (1, T) ids -> name -> (T,).
 
     The norms show which part dominates the sum before LayerNorm, e.g. whether position
-    information is large next to the word itself.
+    information is large next to the word itself. "segment" is left out for a model without a segment
+    table (DistilBERT); without ``types`` the model adds segment 0 everywhere, and so do the norms.
+    Positions are the rows the model reads (RoBERTa's start past its padding id).
     """
-    positions = torch.arange(ids.shape[1])
     with torch.inference_mode():
-        parts = {
-            "token": embeddings.token.weight[ids[0]],
-            "segment": embeddings.segment.weight[types[0]],
-            "position": embeddings.position.weight[positions],
-        }
+        parts = {"token": embeddings.token.weight[ids[0]]}
+        if embeddings.segment is not None:
+            parts["segment"] = embeddings.segment.weight[types[0] if types is not None else torch.zeros_like(ids[0])]
+        parts["position"] = embeddings.position.weight[embeddings.position_ids(ids)[0]]
         return {name: vectors.norm(dim=-1).float().numpy() for name, vectors in parts.items()}
 
 
@@ -132,13 +146,13 @@ def _mask_guesses(
         logits = model.mlm(hidden[masked], model.bert.embeddings.token.weight)  # (M, V)
         return _top(tokenizer, logits, masked, encoding.tokens, top_k), "mask"
     positions = [i for i, s in enumerate(encoding.sequence_ids) if s is not None][:max_guesses]
-    types = torch.tensor(encoding.type_ids)
+    types = torch.tensor(encoding.type_ids) if uses_token_types(model.config) else None
     rows = []
     for start in range(0, len(positions), GUESS_BATCH):
         chunk = positions[start:start + GUESS_BATCH]
         batch = ids.repeat(len(chunk), 1)  # (b, T): one copy per position, that position masked
         batch[torch.arange(len(chunk)), chunk] = tokenizer.mask_id
-        states = model.bert(batch, types.expand_as(batch)).last_hidden_state  # (b, T, H)
+        states = model.bert(batch, None if types is None else types.expand_as(batch)).last_hidden_state  # (b, T, H)
         rows.append(model.mlm(states[torch.arange(len(chunk)), chunk], model.bert.embeddings.token.weight))
     logits = torch.cat(rows) if rows else hidden.new_zeros(0, model.config.vocab_size)
     return _top(tokenizer, logits, positions, encoding.tokens, top_k), "each"
@@ -156,13 +170,14 @@ def _top(tokenizer: Tokenizer, logits: torch.Tensor, positions: list[int], token
 
 
 def format_table(explanation: Explanation) -> str:
-    """The WordPiece split and a token / id / segment / position table, for a terminal."""
+    """The sub-word split and a token / id / segment / position table, for a terminal."""
     e = explanation
-    lines = ["WordPiece: " + " ".join(e.tokens), ""]
+    lines = [f"{e.scheme}: " + " ".join(e.tokens), ""]
     width = max(len("token"), *(len(t) for t in e.tokens))
+    positions = e.position_ids or list(range(len(e.ids)))
     lines.append(f"{'#':>4}  {'token':<{width}}  {'id':>7}  {'segment':>7}  {'position':>8}")
-    for i, (token, id_, type_id) in enumerate(zip(e.tokens, e.ids, e.type_ids, strict=True)):
-        lines.append(f"{i:>4}  {token:<{width}}  {id_:>7}  {type_id:>7}  {i:>8}")
+    for i, (token, id_, type_id, position) in enumerate(zip(e.tokens, e.ids, e.type_ids, positions, strict=True)):
+        lines.append(f"{i:>4}  {token:<{width}}  {id_:>7}  {type_id:>7}  {position:>8}")
     if e.truncated:
         lines += ["", "note: " + e.truncation_note()]
     if e.guesses is None:
@@ -182,6 +197,11 @@ def page_data(explanation: Explanation) -> dict[str, Any]:
         "tokens": e.tokens,
         "ids": e.ids,
         "typeIds": e.type_ids,
+        "positions": e.position_ids or list(range(len(e.ids))),
+        "special": e.special or [t.startswith("[") and t.endswith("]") for t in e.tokens],
+        "continues": e.continues or [t.startswith("##") for t in e.tokens],
+        "scheme": e.scheme,
+        "modelType": e.model_type,
         "layers": int(layers),
         "heads": int(heads),
         "length": len(e.tokens),

@@ -1,10 +1,10 @@
 """The explain page: one HTML file with its CSS, script and data inline, so it opens offline from disk.
 
 The script reads the JSON block written by :func:`bertkit.inspect.explain.page_data` and draws
-everything in the browser: the WordPiece chips, one attention heat map on a canvas (layer and head chosen
-with controls or by clicking a thumbnail; hovering a cell shows the two tokens and the weight), the
-token / id / embedding-norm table and the fill-mask guesses. The main canvas carries ``data-layer`` and
-``data-head`` so a test can see which map is shown.
+everything in the browser: the sub-word chips (WordPiece, byte-level BPE or SentencePiece), one attention
+heat map on a canvas (layer and head chosen with controls or by clicking a thumbnail; hovering a cell shows
+the two tokens and the weight), the token / id / embedding-norm table and the fill-mask guesses. The main
+canvas carries ``data-layer`` and ``data-head`` so a test can see which map is shown.
 """
 
 from __future__ import annotations
@@ -120,8 +120,7 @@ const SIZE = MARGIN + T * CELL + 8, DPR = window.devicePixelRatio || 1;
 map.width = SIZE * DPR; map.height = SIZE * DPR;
 map.style.width = SIZE + 'px'; map.style.height = SIZE + 'px';
 let image = null, imageScale = 1;
-const labelColour = i => D.tokens[i].startsWith('[') && D.tokens[i].endsWith(']') ? '#7a8496'
-  : (D.typeIds[i] ? '#b5541c' : '#1f5fa8');
+const labelColour = i => D.special[i] ? '#7a8496' : (D.typeIds[i] ? '#b5541c' : '#1f5fa8');
 
 function drawMap() {
   const ctx = mctx;
@@ -232,12 +231,12 @@ function fillHeader() {
   const notes = document.getElementById('notices');
   if (D.truncated) notes.append(el('div', 'notice warn', D.truncated.note.charAt(0).toUpperCase()
     + D.truncated.note.slice(1) + `. Everything below describes the first ${D.truncated.to} tokens.`));
+  document.getElementById('split-title').textContent = `${D.scheme} split`;
   const pieces = document.getElementById('pieces');
   D.tokens.forEach((t, i) => {
-    const special = t.startsWith('[') && t.endsWith(']');
-    const c = el('span', 'chip' + (special ? ' special' : '') + (D.typeIds[i] ? ' seg1' : '')
-      + (t.startsWith('##') ? ' cont' : ''), t);
-    c.title = `position ${i} \\u00b7 id ${D.ids[i]} \\u00b7 segment ${D.typeIds[i]}`;
+    const c = el('span', 'chip' + (D.special[i] ? ' special' : '') + (D.typeIds[i] ? ' seg1' : '')
+      + (D.continues[i] ? ' cont' : ''), t);
+    c.title = `position ${D.positions[i]} \\u00b7 id ${D.ids[i]} \\u00b7 segment ${D.typeIds[i]}`;
     c.append(el('sub', '', String(i)));
     pieces.append(c);
   });
@@ -252,13 +251,14 @@ function barCell(kind, value, top) {
 }
 
 function fillTable() {
-  const body = document.querySelector('#tokens tbody');
-  const kinds = ['token', 'segment', 'position'];
+  const body = document.querySelector('#tokens tbody'), head = document.querySelector('#tokens thead tr');
+  const kinds = ['token', 'segment', 'position'].filter(k => k in D.norms);  // DistilBERT has no segment table
+  for (const k of kinds) head.append(el('th', '', `\\u2016${k}\\u2016`));
   const top = Math.max(1e-6, ...kinds.flatMap(k => D.norms[k]));
   D.tokens.forEach((t, i) => {
     const tr = el('tr');
     tr.append(el('td', 'num', String(i)), el('td', 'tok', t), el('td', 'num', String(D.ids[i])),
-      el('td', 'num', String(D.typeIds[i])), el('td', 'num', String(i)));
+      el('td', 'num', String(D.typeIds[i])), el('td', 'num', String(D.positions[i])));
     for (const k of kinds) tr.append(barCell(k, D.norms[k][i], top));
     body.append(tr);
   });
@@ -303,10 +303,10 @@ BODY = """
 <header><h1>Inside the model</h1><p id="sentences"></p><p id="subtitle"></p></header>
 <main>
 <div id="notices"></div>
-<section class="card"><h2>WordPiece split</h2>
+<section class="card"><h2 id="split-title">Sub-word split</h2>
 <div id="pieces" class="pieces"></div>
 <p class="hint">Blue: first segment (type id 0); orange: second segment (type id 1); grey: special tokens; a dashed
-left edge marks a "##" piece that continues the previous word. The small number is the position.</p>
+left edge marks a piece that continues the previous word. The small number is the token's index.</p>
 </section>
 <section class="card"><h2>Attention</h2>
 <div class="controls">
@@ -328,11 +328,12 @@ left edge marks a "##" piece that continues the previous word. The small number 
 <p class="hint">Row <i>i</i> is the token doing the looking (the query); its weights over the columns (the keys)
 sum to 1. Hover a cell to read the weight and the two tokens.</p>
 </section>
-<section class="card"><h2>Tokens, ids and the three embedding parts</h2>
+<section class="card"><h2>Tokens, ids and the embedding parts</h2>
 <p class="hint" style="margin:0 0 8px">A token's input to the first layer is the sum of its token, segment and
-position embeddings (then LayerNorm). The bars give the L2 norm of each part, on one shared scale.</p>
-<table id="tokens"><thead><tr><th>#</th><th>token</th><th>id</th><th>segment</th><th>position</th>
-<th>&#8214;token&#8214;</th><th>&#8214;segment&#8214;</th><th>&#8214;position&#8214;</th></tr></thead>
+position embeddings (then LayerNorm; a model without token types, such as DistilBERT, has no segment part, and
+ALBERT's parts are narrower than the hidden size, which a projection reaches). The bars give the L2 norm of each
+part, on one shared scale; the position column is the row of the position table the model reads.</p>
+<table id="tokens"><thead><tr><th>#</th><th>token</th><th>id</th><th>segment</th><th>position</th></tr></thead>
 <tbody></tbody></table>
 </section>
 <section class="card"><h2>Fill-mask</h2><div id="mlm"></div></section>

@@ -283,8 +283,22 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _summary_rows(train: list[dict], evals: list[dict]) -> list[tuple[str, str]]:
-    rows = []
+def _model_row(run: Path) -> list[tuple[str, str]]:
+    """The architecture of the model saved in the run folder (config.json), when there is one."""
+    path = run / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(config, dict):
+        return []
+    names = config.get("architectures")
+    architecture = names[0] if isinstance(names, list) and names else "?"
+    return [("model", html.escape(f"{config.get('model_type', 'bert')} ({architecture})"))]
+
+
+def _summary_rows(run: Path, train: list[dict], evals: list[dict]) -> list[tuple[str, str]]:
+    rows = _model_row(run)
     if train:
         last = train[-1]
         rows += [("last logged step", _number(last["step"]))]
@@ -308,7 +322,7 @@ def _image(run: Path, plot: Plot) -> str:
 
 def _render(run: Path, train: list[dict], evals: list[dict], plots: list[Plot]) -> str:
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    summary = _summary_rows(train, evals)
+    summary = _summary_rows(run, train, evals)
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td class=\"num\">{v}</td></tr>" for k, v in summary)
     missing = [] if train else ["<p class=\"empty\">No training lines yet.</p>"]
     if not evals:

@@ -3,6 +3,10 @@
 Any feature with `input_ids`, `token_type_ids` and a `targets` dict works (ClassificationFeature, TaggingFeature,
 QAFeature). Sequences are padded to the longest in the batch; scalar targets become a (B,) tensor (long for ints,
 float for regression), list targets (tagging) a (B, T) tensor padded with -100.
+
+A model without token types (DistilBERT, `type_vocab_size` 0) refuses `token_type_ids`; `uses_token_types` is the
+one rule that decides whether a batch carries them, for the batches built here and (through `model_inputs`) for
+any batch built elsewhere, such as a tokenizer's `batch_encode`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
+from bertkit.config import BertConfig
 
 IGNORE_INDEX = -100
 
@@ -25,25 +31,38 @@ class TaskFeature(Protocol):
     def targets(self) -> dict[str, int | float | list[int]]: ...
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
-    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=dtype)
+def uses_token_types(config: BertConfig) -> bool:
+    """Whether the model takes `token_type_ids`: False for a variant without token types (DistilBERT)."""
+    return config.type_vocab_size > 0
+
+
+def model_inputs(batch: dict[str, torch.Tensor], config: BertConfig) -> dict[str, torch.Tensor]:
+    """`batch` as a model of `config` takes it: without `token_type_ids` when the model has no token types."""
+    if uses_token_types(config) or "token_type_ids" not in batch:
+        return batch
+    return {k: v for k, v in batch.items() if k != "token_type_ids"}
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """(B, longest) int64 tensor of the rows, right-padded with `value` (filled in numpy: one copy per row)."""
+    out = np.full((len(rows), max(len(r) for r in rows)), value, dtype=np.int64)
     for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=dtype)
-    return out
+        out[i, : len(row)] = row
+    return torch.from_numpy(out)
 
 
-def collate(features: Sequence[TaskFeature], pad_id: int = 0) -> dict[str, torch.Tensor]:
+def collate(features: Sequence[TaskFeature], pad_id: int = 0, token_types: bool = True) -> dict[str, torch.Tensor]:
     """Pad a list of features into model inputs.
 
     Returns:
-        input_ids, token_type_ids, attention_mask: (B, T) long, T = longest sequence in the batch; plus the
-        features' targets (labels or start_positions / end_positions) when every feature has them.
+        input_ids, attention_mask and (with `token_types`, see `uses_token_types`) token_type_ids: (B, T) long,
+        T = longest sequence in the batch; plus the features' targets (labels or start_positions /
+        end_positions) when every feature has them.
     """
-    batch = {
-        "input_ids": _pad([f.input_ids for f in features], pad_id),
-        "token_type_ids": _pad([f.token_type_ids for f in features], 0),
-        "attention_mask": _pad([[1] * len(f.input_ids) for f in features], 0),
-    }
+    batch = {"input_ids": _pad([f.input_ids for f in features], pad_id)}
+    if token_types:
+        batch["token_type_ids"] = _pad([f.token_type_ids for f in features], 0)
+    batch["attention_mask"] = _pad([[1] * len(f.input_ids) for f in features], 0)
     targets = [f.targets for f in features]
     keys = set(targets[0])
     if any(set(t) != keys for t in targets):
@@ -63,7 +82,8 @@ class TaskBatches:
 
     Each epoch shuffles with a permutation drawn from (seed, epoch); rank r takes every world_size-th feature
     of it, the permutation repeated cyclically so every rank has the same number of batches (DDP steps in
-    lockstep). batch(epoch, index) is therefore a pure function and resume is exact.
+    lockstep). batch(epoch, index) is therefore a pure function and resume is exact. `token_types=False` leaves
+    token_type_ids out of the batches (see `uses_token_types`).
     """
 
     def __init__(
@@ -75,13 +95,14 @@ class TaskBatches:
         rank: int = 0,
         world_size: int = 1,
         pad_id: int = 0,
+        token_types: bool = True,
     ) -> None:
         if not features:
             raise ValueError("no features to batch")
         if batch_size <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"bad batch_size {batch_size} or rank {rank} of world_size {world_size}")
         self.features, self.batch_size, self.seed, self.shuffle = features, batch_size, seed, shuffle
-        self.rank, self.world_size, self.pad_id = rank, world_size, pad_id
+        self.rank, self.world_size, self.pad_id, self.token_types = rank, world_size, pad_id, token_types
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, this rank's feature order)
 
     def _rank_order(self, epoch: int) -> np.ndarray:
@@ -99,11 +120,11 @@ class TaskBatches:
         if not 0 <= index < self.num_batches(epoch):
             raise IndexError(f"batch {index} out of range for epoch {epoch} ({self.num_batches(epoch)} batches)")
         chosen = self._rank_order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
-        return collate([self.features[i] for i in chosen], self.pad_id)
+        return collate([self.features[i] for i in chosen], self.pad_id, self.token_types)
 
 
 def sorted_batches(
-    features: Sequence[TaskFeature], batch_size: int, pad_id: int = 0
+    features: Sequence[TaskFeature], batch_size: int, pad_id: int = 0, token_types: bool = True
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """Batches for evaluation and prediction, longest sequences first so little padding is computed.
 
@@ -114,4 +135,4 @@ def sorted_batches(
     order = np.argsort(-lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size].tolist()
-        yield indices, collate([features[i] for i in indices], pad_id)
+        yield indices, collate([features[i] for i in indices], pad_id, token_types)

@@ -1,4 +1,7 @@
-"""Sequence classification and regression features: [CLS] text [SEP] (pair [SEP]) with one label per example.
+"""Sequence classification and regression features: a text (or pair) in the tokenizer's layout, one label each.
+
+The tokenizer frames the texts as its architecture does (`[CLS] a [SEP] b [SEP]`, RoBERTa `<s> a </s></s> b </s>`);
+the head reads the first token.
 
 Label names become ids through a label list: the standard list for GLUE tasks (so ids mean the same thing as in
 published checkpoints), otherwise the sorted labels of the training set. Regression (STS-B) has no label list and

@@ -6,6 +6,8 @@
     tag       words -> a tag per word      BertForTokenClassification      entity precision / recall / F1
     qa        question + passage -> span   BertForQuestionAnswering        SQuAD exact match / F1
 
+The class names are bertkit's, whatever the variant; a saved model's config.json names the reference class of its
+variant (RobertaForSequenceClassification, DistilBertForTokenClassification ...), and `head_class` reads either.
 A `TaskSpec` says everything a fine-tuned model needs to read, encode and decode data again; it is stored in the
 model's config.json under the "bertkit" key. Model outputs reach this module as one numpy array per feature:
 (num_labels,) for sequences, (T, num_labels) for tags, (T, 2) start / end logits for QA.
@@ -49,6 +51,8 @@ ARCHITECTURES = {
     "tag": "BertForTokenClassification",
     "qa": "BertForQuestionAnswering",
 }
+# Class-name prefixes of the family in the reference implementation (longest first: "DistilBert" before "Bert").
+VARIANT_PREFIXES = ("DistilBert", "Roberta", "Albert", "Bert")
 # The figure each family is judged by (the BERT paper's choice for GLUE: F1 for MRPC / QQP, MCC for CoLA).
 PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "regress": "spearman", "tag": "f1", "qa": "f1"}
 GLUE_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1"}
@@ -120,12 +124,25 @@ class TaskSpec:
         return cls(**{k: v for k, v in stored.items() if k in known})
 
 
+def head_class(architecture: str) -> str | None:
+    """bertkit's task class for a saved model's architecture name, or None when it is not a task head.
+
+    "RobertaForTokenClassification" -> "BertForTokenClassification"; every variant's name maps to the same class.
+    """
+    prefix = next((p for p in VARIANT_PREFIXES if architecture.startswith(p)), None)
+    if prefix is None:
+        return None
+    name = "Bert" + architecture[len(prefix) :]
+    return name if name in ARCHITECTURES.values() else None
+
+
 def _task_from_architecture(extra: dict[str, Any], source: str) -> str:
     architecture = (extra.get("architectures") or [""])[0]
-    if architecture == "BertForSequenceClassification":
+    head = head_class(architecture)
+    if head == "BertForSequenceClassification":
         regression = extra.get("problem_type") == "regression" or len(extra.get("id2label") or {}) == 1
         return "regress" if regression else "classify"
-    family = {"BertForTokenClassification": "tag", "BertForQuestionAnswering": "qa"}.get(architecture)
+    family = {"BertForTokenClassification": "tag", "BertForQuestionAnswering": "qa"}.get(head or "")
     if family is None:
         raise ValueError(f"{source}: not a fine-tuned model (architecture {architecture or 'unknown'!r}, "
                          "no 'bertkit' task key in config.json)")

@@ -1,13 +1,15 @@
 """Extractive QA (SQuAD v1.1 / v2.0): question + passage windows in, answer text with character offsets out.
 
-Encoding: [CLS] question [SEP] passage-window [SEP]. A passage longer than the window is cut into overlapping
-windows that start `doc_stride` tokens apart, so every answer lies whole inside at least one of them. A window
-that does not contain the answer (or an unanswerable question) points both targets at [CLS], index 0.
+Encoding: question and passage window as a pair in the tokenizer's own layout (BERT and ALBERT
+`[CLS] q [SEP] p [SEP]`, RoBERTa `<s> q </s></s> p </s>`), read from an encoded pair rather than assumed. A passage
+longer than the window is cut into overlapping windows that start `doc_stride` tokens apart, so every answer lies
+whole inside at least one of them. A window that does not contain the answer (or an unanswerable question) points
+both targets at the first token ([CLS] / <s>), whose index the feature records.
 
 Decoding: per question, the best span over all its windows among the n-best start and end logits, limited to
 passage tokens and `max_answer_len` tokens; the text is cut from the original passage through the tokens'
 character offsets, so case, accents and spacing are those of the passage. For SQuAD 2.0 the question gets no
-answer when the [CLS] ("null") score beats the best span score by more than `null_score_diff_threshold`.
+answer when the [CLS] / <s> ("null") score beats the best span score by more than `null_score_diff_threshold`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class QAFeature:
     offsets: list[tuple[int, int] | None]
     start_position: int = 0
     end_position: int = 0
+    cls_index: int = 0  # the [CLS] / <s> token: the "no answer" target and null score
 
     @property
     def attention_mask(self) -> list[int]:
@@ -53,7 +56,7 @@ class QAPrediction:
     start_char: int
     end_char: int
     score: float  # start + end logit of the best span (-inf when no span was allowed)
-    null_score: float  # start + end logit at [CLS], lowest over the question's windows
+    null_score: float  # start + end logit at [CLS] / <s>, lowest over the question's windows
 
 
 @dataclass(frozen=True)
@@ -83,31 +86,71 @@ def answer_token_span(offsets: Sequence[tuple[int, int]], start_char: int, end_c
     return first, last
 
 
+@dataclass(frozen=True)
+class PairFrame:
+    """The special tokens a tokenizer puts around a pair, read from one encoded pair: the ids and type ids before
+    the question, between question and passage, and after the passage, and the type ids of the two texts."""
+
+    before: tuple[tuple[int, int], ...]  # (id, type id) of each special token
+    between: tuple[tuple[int, int], ...]
+    after: tuple[tuple[int, int], ...]
+    question_type: int
+    passage_type: int
+    cls_index: int  # position of [CLS] / <s>
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> PairFrame:
+        enc = tokenizer.encode("a", "b")
+        seqs = enc.sequence_ids
+        first = [i for i, s in enumerate(seqs) if s == 0]
+        second = [i for i, s in enumerate(seqs) if s == 1]
+        if not first or not second:
+            raise ValueError("the tokenizer encodes the pair ('a', 'b') without a token for each text")
+
+        def specials(lo: int, hi: int) -> tuple[tuple[int, int], ...]:
+            return tuple((enc.ids[i], enc.type_ids[i]) for i in range(lo, hi) if seqs[i] is None)
+
+        before = specials(0, first[0])
+        cls_index = next((i for i, (token, _) in enumerate(before) if token == tokenizer.cls_id), 0)
+        return cls(before, specials(first[-1] + 1, second[0]), specials(second[-1] + 1, len(seqs)),
+                   enc.type_ids[first[0]], enc.type_ids[second[0]], cls_index)
+
+    @property
+    def num_special(self) -> int:
+        return len(self.before) + len(self.between) + len(self.after)
+
+    def frame(self, question: list[int], passage: list[int]) -> tuple[list[int], list[int]]:
+        """(input ids, type ids) of question + passage tokens laid out as the tokenizer lays out a pair."""
+        parts = (self.before, [(t, self.question_type) for t in question], self.between,
+                 [(t, self.passage_type) for t in passage], self.after)
+        pairs = [pair for part in parts for pair in part]
+        return [t for t, _ in pairs], [k for _, k in pairs]
+
+
 def _windows(
     index: int,
     example: QAExample,
     question: list[int],
     passage: Encoding,
-    tokenizer: Tokenizer,
+    frame: PairFrame,
     max_seq_len: int,
     doc_stride: int,
 ) -> list[QAFeature]:
     """All windows of one question, with targets for its first answer."""
-    window = max_seq_len - len(question) - 3
+    window = max_seq_len - len(question) - frame.num_special
     span = None
     if example.answers and not example.is_impossible:
         answer = example.answers[0]
         span = answer_token_span(passage.offsets, answer.answer_start, answer.answer_start + len(answer.text))
+    shift = len(frame.before) + len(question) + len(frame.between)  # position of the passage's first token
     features = []
     for start in window_starts(len(passage.ids), window, doc_stride):
         stop = min(start + window, len(passage.ids))
-        ids = [tokenizer.cls_id, *question, tokenizer.sep_id, *passage.ids[start:stop], tokenizer.sep_id]
-        types = [0] * (len(question) + 2) + [1] * (stop - start + 1)
-        offsets = [None] * (len(question) + 2) + list(passage.offsets[start:stop]) + [None]
-        shift = len(question) + 2 - start
+        ids, types = frame.frame(question, passage.ids[start:stop])
+        offsets = [None] * shift + list(passage.offsets[start:stop]) + [None] * len(frame.after)
         inside = span is not None and start <= span[0] and span[1] < stop
-        positions = (span[0] + shift, span[1] + shift) if inside else (0, 0)
-        features.append(QAFeature(ids, types, index, offsets, *positions))
+        positions = (span[0] + shift - start, span[1] + shift - start) if inside else (frame.cls_index,) * 2
+        features.append(QAFeature(ids, types, index, offsets, *positions, cls_index=frame.cls_index))
     return features
 
 
@@ -124,7 +167,8 @@ def encode_qa(
     Returns:
         features in example order; feature.example_index points back into `examples`.
     """
-    if max_seq_len - max_query_len - 3 <= 0:
+    frame = PairFrame.of(tokenizer)
+    if max_seq_len - max_query_len - frame.num_special <= 0:
         raise ValueError(f"max_seq_len {max_seq_len} leaves no room for a passage after {max_query_len} query tokens")
     questions = tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
     unique = list(dict.fromkeys(e.context for e in examples))  # SQuAD asks ~5 questions per passage
@@ -132,7 +176,7 @@ def encode_qa(
     features = []
     for index, (example, question) in enumerate(zip(examples, questions, strict=True)):
         query = question.ids[:max_query_len]
-        features += _windows(index, example, query, passages[example.context], tokenizer, max_seq_len, doc_stride)
+        features += _windows(index, example, query, passages[example.context], frame, max_seq_len, doc_stride)
     return features
 
 
@@ -178,7 +222,8 @@ def decode_qa(
         start, end = np.asarray(start_logits[f], dtype=np.float64), np.asarray(end_logits[f], dtype=np.float64)
         score, i, j = _best_span(feature, start, end, n_best, max_answer_len)
         e = feature.example_index
-        null[e] = min(null.get(e, np.inf), float(start[0] + end[0]))
+        cls = feature.cls_index
+        null[e] = min(null.get(e, np.inf), float(start[cls] + end[cls]))
         if e not in best or score > best[e][0]:
             best[e] = (score, f, i, j)
     details = {}

@@ -73,12 +73,16 @@ def word_char_starts(words: Sequence[str]) -> list[int]:
 
 
 def _truncate(enc: Encoding, max_seq_len: int) -> tuple[list[int], list[int], list[int | None], bool]:
-    """ids, type ids and sequence ids cut to max_seq_len, keeping the final [SEP]."""
+    """ids, type ids and sequence ids cut to max_seq_len, keeping the closing special tokens ([SEP], </s>)."""
     ids, types, seqs = enc.ids, enc.type_ids, enc.sequence_ids
     if len(ids) <= max_seq_len:
         return ids, types, seqs, False
-    keep = max_seq_len - 1
-    return ids[:keep] + ids[-1:], types[:keep] + types[-1:], seqs[:keep] + seqs[-1:], True
+    tail = next((n for n, s in enumerate(reversed(seqs)) if s is not None), 0)  # special tokens after the text
+
+    def cut(row: list) -> list:
+        return row[: max_seq_len - tail] + row[len(row) - tail :]
+
+    return cut(ids), cut(types), cut(seqs), True
 
 
 def _first_tokens(enc: Encoding, seqs: list[int | None], starts: list[int]) -> list[int]:
