@@ -117,7 +117,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.input}: empty input; write one text per line")
     model = BertModel.from_pretrained(args.model).eval()
     tokenizer = _load_tokenizer(args.model)
-    limit = model.config.max_position_embeddings
+    limit = model.config.max_sequence_length
     too_long = [i + 1 for i, e in enumerate(tokenizer.encode_batch(texts)) if len(e.ids) > limit]
     if too_long:
         log.warning("%s: %d line(s) longer than %d tokens were truncated (first: line %d)",

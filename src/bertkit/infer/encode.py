@@ -38,13 +38,13 @@ def embed_texts(
     progress: bool = False,
 ) -> np.ndarray:
     """One float32 vector per text, in input order; texts are batched by length to minimise padding."""
-    max_length = max_length or model.config.max_position_embeddings
+    max_length = max_length or model.config.max_sequence_length
     encodings = tokenizer.encode_batch(list(texts), max_length=max_length, truncation=True)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     batches = list(length_sorted_batches([len(e.ids) for e in encodings], batch_size))
     for batch in tqdm(batches, disable=not progress, desc="embed", unit="batch"):
         ids, mask, types = _pad([encodings[i] for i in batch], tokenizer.pad_id)
-        hidden = model(ids, types, mask).last_hidden_state
+        hidden = model(ids, types if model.config.type_vocab_size > 0 else None, mask).last_hidden_state
         vectors = pool(hidden, mask, pooling)
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
@@ -78,12 +78,14 @@ def fill_mask(
     model: BertForPreTraining, tokenizer: Tokenizer, text: str, top_k: int = 5
 ) -> list[list[MaskPrediction]]:
     """Top-k candidates for each [MASK] in ``text``, most probable first (one list per mask)."""
-    encoding = tokenizer.encode(text, max_length=model.config.max_position_embeddings, truncation=True)
+    encoding = tokenizer.encode(text, max_length=model.config.max_sequence_length, truncation=True)
     ids = torch.tensor([encoding.ids])
     positions = (ids[0] == tokenizer.mask_id).nonzero().flatten()
     if len(positions) == 0:
-        raise ValueError(f"no [MASK] token in {text!r}; write [MASK] where a word should be predicted")
-    hidden = model.bert(ids, torch.tensor([encoding.type_ids])).last_hidden_state[0, positions]  # (M, H)
+        mask = tokenizer.convert_ids_to_tokens([tokenizer.mask_id])[0]
+        raise ValueError(f"no {mask} token in {text!r}; write {mask} where a word should be predicted")
+    types = torch.tensor([encoding.type_ids]) if model.config.type_vocab_size > 0 else None
+    hidden = model.bert(ids, types).last_hidden_state[0, positions]  # (M, H)
     probs = model.mlm(hidden, model.bert.embeddings.token.weight).softmax(-1)  # (M, V)
     top = probs.topk(top_k, dim=-1)
     return [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bertkit.config import BertConfig
 from bertkit.model import (
     BertForPreTraining,
     BertForQuestionAnswering,
@@ -20,8 +21,13 @@ from bertkit.model import (
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 
 
+def input_names(config: BertConfig) -> tuple[str, ...]:
+    """The graph's inputs: all three, or without ``token_type_ids`` for a model that has none (DistilBERT)."""
+    return INPUT_NAMES if config.type_vocab_size > 0 else ("input_ids", "attention_mask")
+
+
 class InferenceGraph(nn.Module):
-    """``(input_ids, token_type_ids, attention_mask)`` (B, T) -> a tuple in the order of ``output_names``.
+    """The (B, T) int64 inputs named by ``input_names`` -> a tuple in the order of ``output_names``.
 
     Outputs: ``last_hidden_state`` (B, T, H) always (embeddings, fill-mask), then the head's:
     ``logits`` (B, C) for sequence heads or (B, T, C) for token heads; ``start_logits`` and ``end_logits``
@@ -32,6 +38,7 @@ class InferenceGraph(nn.Module):
         super().__init__()
         self.model = model
         self.encoder: BertModel = model if isinstance(model, BertModel) else model.bert
+        self.input_names = input_names(self.encoder.config)
         if isinstance(model, (BertForSequenceClassification, BertForTokenClassification)):
             self.output_names: tuple[str, ...] = ("last_hidden_state", "logits")
         elif isinstance(model, BertForQuestionAnswering):
@@ -41,10 +48,9 @@ class InferenceGraph(nn.Module):
         else:
             raise TypeError(f"no inference graph for {type(model).__name__}")
 
-    def forward(
-        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        out = self.encoder(input_ids, token_type_ids, attention_mask)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        named = dict(zip(self.input_names, inputs, strict=True))
+        out = self.encoder(named["input_ids"], named.get("token_type_ids"), named["attention_mask"])
         hidden = out.last_hidden_state
         if isinstance(self.model, BertForSequenceClassification):
             return hidden, self.model.classifier(out.pooler_output)
@@ -69,7 +75,7 @@ class TorchBackend:
         return self.graph.output_names
 
     def run(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """batch: the three (B, T) int64 inputs -> named outputs."""
+        """batch: the (B, T) int64 inputs by name (extra ones are ignored) -> named outputs."""
         with torch.inference_mode():
-            outputs = self.graph(*(batch[name] for name in INPUT_NAMES))
+            outputs = self.graph(*(batch[name] for name in self.graph.input_names))
         return dict(zip(self.graph.output_names, outputs, strict=True))

@@ -29,12 +29,13 @@ class OnnxBackend:
             options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: shape-inference notes on the dynamic axes are expected
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        if inputs != INPUT_NAMES:
-            raise ValueError(f"{path}: graph inputs are {inputs}, expected {INPUT_NAMES}; re-export it")
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        if self.input_names not in (INPUT_NAMES, tuple(n for n in INPUT_NAMES if n != "token_type_ids")):
+            raise ValueError(f"{path}: graph inputs are {self.input_names}, expected {INPUT_NAMES} "
+                             "(without token_type_ids for a model that has none); re-export it")
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 
     def run(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feed = {name: np.ascontiguousarray(batch[name].numpy(), dtype=np.int64) for name in INPUT_NAMES}
+        feed = {name: np.ascontiguousarray(batch[name].numpy(), dtype=np.int64) for name in self.input_names}
         outputs = self.session.run(list(self.output_names), feed)
         return {name: torch.from_numpy(out) for name, out in zip(self.output_names, outputs, strict=True)}

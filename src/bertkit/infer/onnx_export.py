@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.infer.graph import INPUT_NAMES, InferenceGraph
+from bertkit.infer.graph import InferenceGraph
 from bertkit.infer.quantize import ALL_TARGETS, DEFAULT_RECIPE, Int8Recipe
 from bertkit.model import BertForSequenceClassification
 
@@ -28,18 +28,22 @@ OPSET = 17
 ONNX_FILE = "model.onnx"
 
 
-def _example_inputs(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _example_inputs(graph: InferenceGraph) -> tuple[torch.Tensor, ...]:
     """A (2, 8) batch whose second row is padded, so the trace takes the packed path."""
-    ids = torch.arange(16).view(2, 8) % vocab_size
+    config = graph.encoder.config
+    ids = torch.arange(16).view(2, 8) % config.vocab_size
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0
-    return ids, torch.zeros_like(ids), mask
+    ids[1, 5:] = config.pad_token_id
+    example = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
+    return tuple(example[name] for name in graph.input_names)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
     """Trace ``model`` (a bertkit model in eval mode) to an ONNX file, written atomically.
 
-    Inputs: input_ids, token_type_ids, attention_mask, int64 (batch, seq). Outputs: those of
+    Inputs: input_ids, token_type_ids (absent for a model without token types), attention_mask, int64
+    (batch, seq). Outputs: those of
     :class:`InferenceGraph`, float32.
     """
     if model.training:
@@ -47,7 +51,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
     graph = InferenceGraph(model).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {name: {0: "batch", 1: "seq"} for name in (*INPUT_NAMES, *graph.output_names)}
+    axes = {name: {0: "batch", 1: "seq"} for name in (*graph.input_names, *graph.output_names)}
     if isinstance(model, BertForSequenceClassification):
         axes["logits"] = {0: "batch"}  # (B, C): no sequence axis
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,8 +59,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
     try:
         with warnings.catch_warnings():  # the tracer warns about Python-level branches it records as constants
             warnings.simplefilter("ignore")
-            torch.onnx.export(graph, _example_inputs(graph.encoder.config.vocab_size), tmp,
-                              input_names=list(INPUT_NAMES), output_names=list(graph.output_names),
+            torch.onnx.export(graph, _example_inputs(graph), tmp,
+                              input_names=list(graph.input_names), output_names=list(graph.output_names),
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
         os.replace(tmp, path)
     finally:

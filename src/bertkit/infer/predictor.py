@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.checkpoint import names
 from bertkit.checkpoint.io import find_weights, load_standard_state, read_state_dict
 from bertkit.config import BertConfig
-from bertkit.data.tasks.families import ARCHITECTURES, TaskSpec
+from bertkit.data.tasks.families import TaskSpec, head_class
 from bertkit.data.tasks.qa import decode_qa, encode_qa
 from bertkit.data.tasks.readers import QAExample
 from bertkit.infer.batching import length_sorted_batches
@@ -121,21 +122,22 @@ def load_model(directory: Path) -> tuple[nn.Module, TaskSpec | None]:
     """A fine-tuned head with its task spec, or a plain encoder (with its MLM head when the file has one)."""
     config = BertConfig.from_json_file(directory / "config.json")
     architecture = (config.extra.get("architectures") or [""])[0]
-    if "bertkit" in config.extra or architecture in ARCHITECTURES.values():
+    if "bertkit" in config.extra or head_class(architecture) is not None:
         from bertkit.finetune import load_task_model
 
         loaded = load_task_model(directory)
         return loaded.model, loaded.spec
     weights = find_weights(directory)
     state = read_state_dict(weights)
-    has_mlm = any(k.startswith("cls.predictions.") for k in state)
+    mlm_root = names.layout(config).heads["mlm.dense"].rsplit(".", 1)[0] + "."  # "cls.predictions.transform." …
+    has_mlm = any(names.normalise_standard(k).startswith(mlm_root) for k in state)
     model = BertForPreTraining(config) if has_mlm else BertModel(config)
     model.load_report = load_standard_state(model, state, strict=True, source=str(weights))
     return model.eval(), None
 
 
 class Predictor:
-    """Inference on one model directory (config.json, model.safetensors, vocab.txt).
+    """Inference on one model directory (config.json, weights, and the tokenizer's files) of any family member.
 
     Args:
         backend: "torch" (eager) or "onnx" (onnxruntime on ``onnx_path``, default DIR/model.onnx; exported to
@@ -159,7 +161,7 @@ class Predictor:
         self.model, self.spec = load_model(self.directory)
         self.tokenizer = Tokenizer.from_pretrained(self.directory)
         self.config: BertConfig = self.model.config
-        limit = self.config.max_position_embeddings
+        limit = self.config.max_sequence_length
         self.max_length = min(max_length or (self.spec.max_seq_len if self.spec else limit), limit)
         self.batch_size, self.max_tokens, self.quantize = batch_size, max_tokens, quantize
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -304,9 +306,10 @@ class Predictor:
         texts = _check_texts(texts)
         encodings, truncated = self.encode(texts)
         mask_id = self.tokenizer.mask_id
+        mask = self.tokenizer.convert_ids_to_tokens([mask_id])[0]
         for i, text in enumerate(texts):
-            if mask_id not in encodings[i].ids and "[MASK]" not in text:
-                raise ValueError(f"text {i} has no [MASK] token; write [MASK] where a word should be predicted")
+            if mask_id not in encodings[i].ids and mask not in text:
+                raise ValueError(f"text {i} has no {mask} token; write {mask} where a word should be predicted")
         top_k = max(1, min(top_k, self.config.vocab_size))
         results: list[FillMask] = [None] * len(texts)  # type: ignore[list-item]
         for indices, batch, out in self._batches(_rows(encodings)):
