@@ -118,3 +118,26 @@ def test_int8_runs_and_stays_close_to_fp32(variants, arch):
     int8 = Predictor(directory, quantize="int8").embed(TEXTS, normalize=True).vectors
     cosine = (fp32 * int8).sum(-1)
     assert cosine.min() > 0.95, cosine
+
+
+def test_server_answers_roberta_fill_mask_and_distilbert_classify(variants):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from bertkit.serve.app import create_app
+
+    roberta = Predictor(variants["roberta"]["pretrained"])
+    with TestClient(create_app(roberta)) as client:
+        reply = client.post("/v1/fill-mask", json={"texts": ["a good <mask> film"], "top_k": 2})
+        assert reply.status_code == 200, reply.text
+        expected = roberta.fill_mask(["a good <mask> film"], top_k=2)[0].masks[0]
+        assert [c["token_id"] for c in reply.json()["results"][0]["masks"][0]] == [p.token_id for p in expected]
+        refused = client.post("/v1/fill-mask", json={"texts": ["a good [MASK] film"]})
+        assert refused.status_code == 422 and "<mask>" in refused.json()["error"]
+    distilbert = Predictor(variants["distilbert"]["classify"])
+    with TestClient(create_app(distilbert)) as client:
+        reply = client.post("/v1/classify", json={"texts": TEXTS})
+        assert reply.status_code == 200, reply.text
+        got = [r["probabilities"] for r in reply.json()["results"]]
+        for result, expected in zip(got, distilbert.classify(TEXTS), strict=True):
+            assert result == pytest.approx(expected.probabilities, abs=1e-6)

@@ -195,6 +195,11 @@ class Predictor:
         return self.spec.task if self.spec else None
 
     @property
+    def mask_token(self) -> str:
+        """The token fill-mask predicts: "[MASK]" for BERT's vocabularies, "<mask>" for RoBERTa's."""
+        return self.tokenizer.convert_ids_to_tokens([self.tokenizer.mask_id])[0]
+
+    @property
     def capabilities(self) -> tuple[str, ...]:
         """Methods this model supports, among classify, tag, answer, fill_mask, embed."""
         found = [TASK_CAPABILITY[self.task]] if self.task else []
@@ -306,7 +311,7 @@ class Predictor:
         texts = _check_texts(texts)
         encodings, truncated = self.encode(texts)
         mask_id = self.tokenizer.mask_id
-        mask = self.tokenizer.convert_ids_to_tokens([mask_id])[0]
+        mask = self.mask_token
         for i, text in enumerate(texts):
             if mask_id not in encodings[i].ids and mask not in text:
                 raise ValueError(f"text {i} has no {mask} token; write {mask} where a word should be predicted")

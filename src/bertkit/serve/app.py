@@ -278,11 +278,12 @@ def _add_routes(router: APIRouter, predictor: Predictor, settings: ServeSettings
 
     @router.post("/fill-mask", dependencies=[_supports(predictor, "fill-mask")])
     async def fill_mask(body: FillMaskRequest) -> dict[str, Any]:
-        """Top-k candidate tokens for every [MASK] in each text."""
+        """Top-k candidate tokens for every mask token ([MASK], or <mask> for RoBERTa) in each text."""
         _check(settings, {"texts": body.texts})
-        missing = [i for i, text in enumerate(body.texts) if "[MASK]" not in text]
+        mask = predictor.mask_token
+        missing = [i for i, text in enumerate(body.texts) if mask not in text]
         if missing:
-            raise _ApiError(422, f"texts[{missing[0]}] has no [MASK]; write [MASK] where a word should be predicted")
+            raise _ApiError(422, f"texts[{missing[0]}] has no {mask}; write {mask} where a word should be predicted")
         return await run(("fill_mask", body.top_k), body.texts)
 
     @router.post("/embed", dependencies=[_supports(predictor, "embed")])
