@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bertkit.cli.common import run_distributed
+
 
 def _settings(args: argparse.Namespace):
     from bertkit.train.distill import DistillSettings
@@ -28,15 +30,9 @@ def _settings(args: argparse.Namespace):
 
 def cmd_distill(args: argparse.Namespace) -> None:
     from bertkit.train.distill import run_distillation
-    from bertkit.train.distributed import cleanup_distributed, init_distributed
 
-    settings = _settings(args)
-    dist = init_distributed()
-    try:
-        summary = run_distillation(settings, dist)
-    finally:
-        cleanup_distributed()
-    if dist.is_main:
+    summary, is_main = run_distributed(run_distillation, _settings(args))
+    if is_main:
         _print_summary(summary, Path(args.out))
 
 

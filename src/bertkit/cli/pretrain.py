@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bertkit.cli.common import UsageError
+from bertkit.cli.common import UsageError, run_distributed
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -51,16 +51,10 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from bertkit.train.distributed import cleanup_distributed, init_distributed
     from bertkit.train.pretrain import run_pretraining
 
-    settings = _settings(args)
-    dist = init_distributed()
-    try:
-        summary = run_pretraining(settings, dist)
-    finally:
-        cleanup_distributed()
-    if dist.is_main:
+    summary, is_main = run_distributed(run_pretraining, _settings(args))
+    if is_main:
         _print_summary(summary, Path(args.out))
 
 

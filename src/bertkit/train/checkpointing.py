@@ -12,6 +12,7 @@ the previous checkpoints untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from bertkit.checkpoint.io import atomic_write
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -180,3 +183,24 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------- run file
+def read_run_file(path: Path, settings: Any, defining: tuple[str, ...], started_by: str) -> dict[str, Any]:
+    """On resume: the run's recorded information (``path``, JSON with a "settings" object), after checking
+    that none of the ``defining`` settings changed, since a resume with any of them changed would not continue
+    the same run. ``settings`` is the run's settings dataclass; ``started_by`` names the command in the error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {path.parent} was not started by {started_by}")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    before, now = info.get("settings", {}), dataclasses.asdict(settings)
+    for key in defining:
+        if before.get(key) != now[key]:
+            raise ValueError(f"{path}: the run was started with {key}={before.get(key)!r}, resume gives "
+                             f"{now[key]!r}; resume with the same settings")
+    return info
+
+
+def write_run_file(path: Path, data: dict[str, Any]) -> None:
+    """Write the run's JSON record atomically, so a crash mid-write keeps the previous record."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))

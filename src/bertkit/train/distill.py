@@ -29,7 +29,6 @@ The run folder holds the student in the standard layout of its architecture (a D
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import re
@@ -42,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.checkpoint.io import atomic_write
 from bertkit.config import PRESETS, BertConfig
 from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches
 from bertkit.data.shards import ShardError, ShardSet
@@ -410,7 +408,7 @@ def run_distillation(settings: DistillSettings, dist: DistInfo | None = None) ->
     dist = dist or DistInfo.single()
     out_dir = Path(settings.out_dir)
     resuming = ckpt.resume_point(out_dir, settings.resume, METRICS_FILE) is not None
-    run_info = _check_run_file(out_dir, settings) if resuming else {}
+    run_info = ckpt.read_run_file(out_dir / RUN_FILE, settings, _RUN_DEFINING, "distillation") if resuming else {}
     shards = ShardSet(settings.shards)
     data = settings.data_settings()
     tokenizer = resolve_tokenizer(data, shards)
@@ -440,12 +438,12 @@ def run_distillation(settings: DistillSettings, dist: DistInfo | None = None) ->
                      "eval_instances": 0 if evaluation is None else len(evaluation.indices)},
             "initial_eval": initial_eval(trainer, evaluate),
         }
-        _write_json(out_dir / RUN_FILE, run_info)
+        ckpt.write_run_file(out_dir / RUN_FILE, run_info)
     summary = trainer.fit()
     summary.update(initial_eval=run_info.get("initial_eval"), teacher=run_info.get("teacher"),
                    student=run_info.get("student"))
     if dist.is_main:
-        _write_json(out_dir / RUN_FILE, {**run_info, "summary": summary})
+        ckpt.write_run_file(out_dir / RUN_FILE, {**run_info, "summary": summary})
         if settings.plots:
             report = write_report(out_dir)
             summary["report"] = str(report) if report else None
@@ -474,21 +472,3 @@ def _student_writer(tokenizer: Tokenizer) -> Callable[[nn.Module, Path], None]:
 
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _check_run_file(out_dir: Path, settings: DistillSettings) -> dict[str, Any]:
-    """On resume: the run's recorded information, after checking that nothing defining the run has changed."""
-    path = out_dir / RUN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {out_dir} was not started by distillation")
-    info = json.loads(path.read_text(encoding="utf-8"))
-    before, now = info.get("settings", {}), dataclasses.asdict(settings)
-    for key in _RUN_DEFINING:
-        if before.get(key) != now[key]:
-            raise ValueError(f"{path}: the run was started with {key}={before.get(key)!r}, resume gives "
-                             f"{now[key]!r}; resume with the same settings")
-    return info
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))

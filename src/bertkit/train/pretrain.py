@@ -22,10 +22,8 @@ same positions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +136,7 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
     dist = dist or DistInfo.single()
     out_dir = Path(settings.out_dir)
     resuming = ckpt.resume_point(out_dir, settings.resume, METRICS_FILE) is not None
-    run_info = _check_run_file(out_dir, settings) if resuming else {}
+    run_info = ckpt.read_run_file(out_dir / RUN_FILE, settings, _RUN_DEFINING, "pretraining") if resuming else {}
     shards = ShardSet(settings.data)
     phase2 = _phase2_shards(settings, shards)
     tokenizer = resolve_tokenizer(settings, shards)
@@ -160,11 +158,11 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
             "fresh_parameters": getattr(getattr(model, "load_report", None), "fresh", []),
             "initial_eval": initial_eval(trainer, evaluate),
         }
-        _write_json(out_dir / RUN_FILE, run_info)
+        ckpt.write_run_file(out_dir / RUN_FILE, run_info)
     summary = trainer.fit()
     summary.update(initial_eval=run_info.get("initial_eval"), fresh_parameters=run_info.get("fresh_parameters"))
     if dist.is_main:
-        _write_json(out_dir / RUN_FILE, {**run_info, "summary": summary})
+        ckpt.write_run_file(out_dir / RUN_FILE, {**run_info, "summary": summary})
         if settings.plots:
             report = write_report(out_dir)
             summary["report"] = str(report) if report else None
@@ -391,25 +389,3 @@ class PretrainingEvaluator:
             metrics[f"{self.task}_loss"] = task_loss
             metrics[f"{self.task}_accuracy"] = (sums[4] / sums[5]).item()
         return metrics
-
-
-# --------------------------------------------------------------------------------------------- run file
-def _check_run_file(out_dir: Path, settings: PretrainSettings) -> dict[str, Any]:
-    """On resume: the run's recorded settings, after checking that nothing defining the run has changed."""
-    path = out_dir / RUN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {out_dir} was not started by pretraining")
-    info = json.loads(path.read_text(encoding="utf-8"))
-    before, now = info.get("settings", {}), dataclasses.asdict(settings)
-    for key in _RUN_DEFINING:
-        if before.get(key) != now[key]:
-            raise ValueError(f"{path}: the run was started with {key}={before.get(key)!r}, resume gives "
-                             f"{now[key]!r}; resume with the same settings")
-    return info
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
