@@ -68,12 +68,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the tokenizer, shards and both runs (default: a new "
                                                    "temporary folder); must be new or empty")
     parser.add_argument("--teacher", type=Path, help="an existing teacher (checkpoint with an MLM head + tokenizer)")
+    parser.add_argument("--shards", type=Path, help="an existing shard set (from `bertkit prepare`, holding its "
+                        "tokenizer) to train on instead of preparing the corpus again")
     parser.add_argument("--teacher-preset", default="mini")
     parser.add_argument("--max-seq-len", type=int, default=64)
     parser.add_argument("--teacher-steps", type=int)
     parser.add_argument("--student-steps", type=int)
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--teacher-lr", type=float, default=1e-3)
+    parser.add_argument("--teacher-lr", type=float, default=4e-4)  # at 1e-3 the teacher stalls at unigram level
     parser.add_argument("--student-lr", type=float, default=5e-4)
     parser.add_argument("--eval-holdout", type=int)
     parser.add_argument("--threads", type=int, default=2)
@@ -93,20 +95,22 @@ def main() -> None:
     commands: dict[str, str] = {}
     tok_inputs, corpus = corpus_inputs(args.corpus, size["files"])
     teacher = args.teacher or work / "teacher"
-    if args.teacher is None:
+    shards = args.shards or work / "shards"
+    if args.teacher is None and args.shards is None:
         run("tokenizer", ["tokenizer", "train", *tok_inputs, "--vocab-size", str(size["vocab_size"]),
                           "--out", str(work / "tok")], timings, commands)
     tokenizer = work / "tok" if args.teacher is None else teacher
-    run("prepare", ["prepare", *corpus, "--tokenizer", str(tokenizer), "--out", str(work / "shards"),
-                    "--max-seq-len", str(args.max_seq_len), "--workers", str(args.threads)], timings, commands)
+    if args.shards is None:
+        run("prepare", ["prepare", *corpus, "--tokenizer", str(tokenizer), "--out", str(shards),
+                        "--max-seq-len", str(args.max_seq_len), "--workers", str(args.threads)], timings, commands)
     common = ["--batch-size", str(size["batch_size"]), "--eval-holdout", str(size["eval_holdout"]),
               "--log-every", "50", "--save-every", "0", "--no-progress"]
     if args.teacher is None:
-        run("teacher", ["pretrain", "--data", str(work / "shards"), "--out", str(teacher), "--preset",
+        run("teacher", ["pretrain", "--data", str(shards), "--out", str(teacher), "--preset",
                         args.teacher_preset, "--max-steps", str(size["teacher_steps"]), "--lr", str(args.teacher_lr),
                         "--warmup-ratio", "0.05", "--eval-every", "0", *common], timings, commands)
     preset = ["--student-preset", args.teacher_preset] if args.teacher is None else []
-    run("student", ["distill", "--teacher", str(teacher), *preset, "--shards", str(work / "shards"), "--out",
+    run("student", ["distill", "--teacher", str(teacher), *preset, "--shards", str(shards), "--out",
                     str(work / "student"), "--max-steps", str(size["student_steps"]), "--lr", str(args.student_lr),
                     "--eval-every", str(max(1, size["student_steps"] // 2)), *common], timings, commands)
     report(work, teacher, args.teacher is None, timings, commands, started)
