@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from bertkit.infer.encode import embed_texts
 from bertkit.infer.graph import TorchBackend
 from bertkit.infer.onnx_backend import OnnxBackend
 from bertkit.infer.onnx_export import export_onnx, quantize_onnx
-from bertkit.infer.quantize import quantize_int8
+from bertkit.infer.quantize import calibration_batch, quantize_int8
 from common import interleaved_medians, machine, minilm_dir, mixed_sentences
 
 
@@ -50,7 +51,7 @@ def main() -> None:
     tokenizer = Tokenizer.from_pretrained(path)
     fp32 = BertModel.from_pretrained(path).eval()
     int8 = copy.deepcopy(fp32)
-    quantize_int8(int8)
+    quantize_int8(int8, calibration=[calibration_batch(tokenizer)])
     ref = transformers.BertModel.from_pretrained(str(path), attn_implementation="sdpa").eval()
     ref_tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     in_order = [dict(ref_tokenizer(texts[i:i + bs], padding=True, truncation=True, return_tensors="pt"))
@@ -82,7 +83,8 @@ def main() -> None:
     shutil.rmtree(tmp)
 
     real = sum(int(b["attention_mask"].sum()) for b in by_length)
-    print(f"# inference backends, {datetime.date.today()}, {machine()}")
+    print(f"# inference backends, {datetime.date.today()}, {machine()}, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"# all-MiniLM-L6-v2, {len(texts)} sentences, {real} real tokens, batches of {bs}, "
           f"median of {args.repeats} interleaved runs")
     print(f"{'run':<30}{'seconds':>9}{'tokens/s':>11}{'bertkit fp32 e2e is':>22}")

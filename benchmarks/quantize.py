@@ -2,9 +2,11 @@
 
 For each recipe: cosine of every int8 sentence embedding (mean pooling) to the fp32 one over the same
 sentences (mean and min), and the speed ratio fp32 time / int8 time on the same length-sorted batches,
-median of interleaved runs. The first row is torch's stock dynamic recipe as a reference point.
+median of interleaved runs. The first row is torch's stock dynamic recipe as a reference point; the rest
+run on oneDNN unless named otherwise. Recipes that need calibration get the built-in calibration
+sentences (:data:`bertkit.infer.quantize.CALIBRATION_TEXTS`), not the benchmark's.
 
-    python benchmarks/quantize.py [--threads 2] [--sentences 512] [--repeats 3]
+    python benchmarks/quantize.py [--threads 2] [--sentences 512] [--repeats 3] [--only NAME,NAME]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import os
 
 import numpy as np
 import torch
@@ -19,20 +22,35 @@ import torch
 from bertkit import BertModel, Tokenizer
 from bertkit.infer.batching import length_sorted_batches
 from bertkit.infer.encode import pool
-from bertkit.infer.quantize import ALL_TARGETS, DEFAULT_RECIPE, Int8Recipe, quantize_int8
+from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
 from common import interleaved_medians, machine, minilm_dir, mixed_sentences
 
 RECIPES: dict[str, Int8Recipe] = {
-    "all, per-tensor, w8 a7 (stock)": Int8Recipe(ALL_TARGETS, per_channel=False, reduce_range=True, weight_bits=8),
-    "all, per-tensor, w8 a8": Int8Recipe(ALL_TARGETS, per_channel=False, weight_bits=8),
-    "all, per-channel, w8 a7": Int8Recipe(ALL_TARGETS, reduce_range=True, weight_bits=8),
-    "all, per-channel, w8 a8": Int8Recipe(ALL_TARGETS, weight_bits=8),
-    "all, per-channel, w7 a8": Int8Recipe(ALL_TARGETS),
-    "qkv only": Int8Recipe(("qkv",)),
-    "out_proj only": Int8Recipe(("out_proj",)),
-    "fc1 only": Int8Recipe(("fc1",)),
-    "fc2 only": Int8Recipe(("fc2",)),
-    "qkv + out_proj + fc1 (default)": DEFAULT_RECIPE,
+    "stock": Int8Recipe(per_channel=False, reduce_range=True, weight_bits=8, fp32_channels=0, smooth=None,
+                        engine="fbgemm"),
+    "per-tensor-w8a8": Int8Recipe(per_channel=False, weight_bits=8, fp32_channels=0, smooth=None),
+    "w8a7": Int8Recipe(reduce_range=True, weight_bits=8, fp32_channels=0, smooth=None),
+    "w8a8": Int8Recipe(weight_bits=8, fp32_channels=0, smooth=None),
+    "w7a8": Int8Recipe(fp32_channels=0, smooth=None),
+    "no-fc2": Int8Recipe(("qkv", "out_proj", "fc1"), smooth=None),
+    "fc2-1ch": Int8Recipe(fp32_channels=1, smooth=None),
+    "fc2-4ch": Int8Recipe(fp32_channels=4, smooth=None),
+    "smooth-only": Int8Recipe(fp32_channels=0, smooth=0.5),
+    "fc2-4ch-smooth": Int8Recipe(fp32_channels=4, smooth=0.5),
+    "fc2-4ch-smooth-fbgemm": Int8Recipe(fp32_channels=4, smooth=0.5, engine="fbgemm"),
+}
+DESCRIPTIONS = {
+    "stock": "all linears, per-tensor, w8 a7 (torch's stock dynamic, fbgemm)",
+    "per-tensor-w8a8": "all linears, per-tensor, w8 a8",
+    "w8a7": "all linears, per-channel, w8 a7",
+    "w8a8": "all linears, per-channel, w8 a8",
+    "w7a8": "all linears, per-channel, w7 a8",
+    "no-fc2": "qkv + out_proj + fc1, w7 a8 (fc2 fp32)",
+    "fc2-1ch": "w7a8, fc2's largest input channel fp32",
+    "fc2-4ch": "w7a8, fc2's 4 largest input channels fp32",
+    "smooth-only": "w7a8, qkv/fc1 inputs smoothed (0.5)",
+    "fc2-4ch-smooth": "fc2-4ch + qkv/fc1 inputs smoothed (0.5)",
+    "fc2-4ch-smooth-fbgemm": "as fc2-4ch-smooth on fbgemm (GELU not fused)",
 }
 
 
@@ -64,8 +82,13 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="", help=f"comma-separated recipe names among {', '.join(RECIPES)}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    chosen = [name for name in args.only.split(",") if name] or list(RECIPES)
+    unknown = [name for name in chosen if name not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; choose from {', '.join(RECIPES)}")
 
     path = minilm_dir()
     texts = mixed_sentences(args.sentences)
@@ -73,22 +96,26 @@ def main() -> None:
     fp32 = BertModel.from_pretrained(path).eval()
     batches = sorted_batches(tokenizer, texts, args.batch_size)
     reference = embeddings(fp32, batches, len(texts))
+    calibration = [calibration_batch(tokenizer)]
 
-    print(f"# int8 recipes, {datetime.date.today()}, {machine()}")
+    print(f"# int8 recipes, {datetime.date.today()}, {machine()}, load average {os.getloadavg()[0]:.1f} at start")
     print(f"# all-MiniLM-L6-v2, {len(texts)} sentences, mean pooling, batches of {args.batch_size} sorted by length; "
           f"speed = fp32 seconds / int8 seconds, median of {args.repeats} interleaved runs")
-    print(f"{'recipe':<36}{'cos mean':>10}{'cos min':>10}{'fp32 s':>9}{'int8 s':>9}{'speed':>8}")
-    for name, recipe in RECIPES.items():
+    print(f"{'recipe':<24}{'what':<52}{'cos mean':>9}{'cos min':>9}{'fp32 s':>8}{'int8 s':>8}{'speed':>8}")
+    for name in chosen:
+        recipe = RECIPES[name]
         model = copy.deepcopy(fp32)
-        quantize_int8(model, recipe)
+        quantize_int8(model, recipe, calibration)
         cos = cosines(embeddings(model, batches, len(texts)), reference)
         times = interleaved_medians(
             {"fp32": lambda: embeddings(fp32, batches, len(texts)),
              "int8": lambda m=model: embeddings(m, batches, len(texts))},
             repeats=args.repeats,
         )
-        print(f"{name:<36}{cos.mean():>10.4f}{cos.min():>10.4f}{times['fp32']:>9.3f}{times['int8']:>9.3f}"
-              f"{times['fp32'] / times['int8']:>7.2f}x")
+        label = name + (" (default)" if recipe == DEFAULT_RECIPE else "")
+        print(f"{label:<24}{DESCRIPTIONS[name]:<52}{cos.mean():>9.4f}{cos.min():>9.4f}{times['fp32']:>8.3f}"
+              f"{times['int8']:>8.3f}{times['fp32'] / times['int8']:>7.2f}x", flush=True)
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

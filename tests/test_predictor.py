@@ -10,6 +10,7 @@ from bertkit.data.tasks.qa import decode_qa, encode_qa
 from bertkit.data.tasks.readers import QAExample
 from bertkit.infer.encode import embed_texts, fill_mask
 from bertkit.infer.predictor import Predictor
+from bertkit.infer.quantize import Int8FeedForward
 from bertkit.model import BertForPreTraining
 from infer_toys import SPECS, make_model_dirs
 
@@ -144,3 +145,11 @@ def test_capabilities_and_errors_name_the_trained_task(dirs):
         Predictor(dirs["classify"]).classify("one string")
     with pytest.raises(ValueError, match="backend"):
         Predictor(dirs["classify"], backend="tensorrt")
+
+
+def test_int8_predictor_calibrates_on_its_tokenizer_and_stays_close_to_fp32(dirs):
+    fp32 = Predictor(dirs["classify"]).classify(TEXTS)
+    int8 = Predictor(dirs["classify"], quantize="int8")
+    assert isinstance(int8.model.bert.layers[0].ffn, Int8FeedForward)
+    for exact, got in zip(fp32, int8.classify(TEXTS), strict=True):
+        assert got.probabilities["pos"] == pytest.approx(exact.probabilities["pos"], abs=0.01)

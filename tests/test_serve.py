@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from bertkit.infer.memory import HeapTrimmer, release_free_memory
 from bertkit.infer.predictor import Predictor
+from bertkit.serve.batcher import MicroBatcher
 from infer_toys import make_model_dirs
 
 httpx = pytest.importorskip("httpx")
@@ -181,3 +183,47 @@ def test_sigterm_finishes_the_request_in_flight(dirs):
             process.kill()
         output = process.stdout.read().decode()
     assert "Traceback" not in output, output
+
+
+def test_after_batch_runs_once_results_are_delivered_and_hook_errors_do_not_stop_the_worker():
+    submitted, release, seen = [], threading.Event(), []
+
+    def run(kind, items):
+        release.wait(5)  # the test holds the future before the batch runs
+        return [2 * i for i in items]
+
+    def after():
+        seen.append(submitted[0].done())
+        raise RuntimeError("housekeeping failed")
+
+    batcher = MicroBatcher(run, max_wait_ms=0, on_batch=lambda *_: 1 / 0, after_batch=after)
+    try:
+        submitted.append(batcher.submit("k", [1, 2]))
+        release.set()
+        assert submitted[0].result(5) == [2, 4]
+        assert batcher.submit("k", [3]).result(5) == [6]  # both hooks raised; the worker still serves
+    finally:
+        batcher.close(5)
+    assert seen[:1] == [True]
+
+
+def test_heap_trimmer_respects_its_interval():
+    assert not HeapTrimmer(interval_s=3600).maybe_trim()
+    trimmer = HeapTrimmer(interval_s=0)
+    trimmed = trimmer.maybe_trim()
+    assert trimmed == release_free_memory()  # False only where the C library has no malloc_trim
+    assert trimmer.trims == int(trimmed)
+    with pytest.raises(ValueError, match="interval_s"):
+        HeapTrimmer(interval_s=-1)
+
+
+def test_metrics_report_resident_memory_and_heap_trims(dirs):
+    server = Server(create_app(Predictor(dirs["classify"]), ServeSettings(trim_interval_s=0)))
+    try:
+        for _ in range(2):  # the first call's trim is done before the worker takes the second call
+            assert httpx.post(f"{server.url}/v1/classify", json={"texts": ["good"]}).status_code == 200
+        text = httpx.get(f"{server.url}/metrics").text
+    finally:
+        server.stop()
+    assert metric(text, "process_resident_memory_bytes") > 10_000_000
+    assert metric(text, "bertkit_heap_trims_total") >= (1 if release_free_memory() else 0)

@@ -26,7 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
                           batch_size=args.max_batch)
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                              max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
-                             api_key=os.environ.get(API_KEY_ENV) or None)
+                             api_key=os.environ.get(API_KEY_ENV) or None,
+                             trim_interval_s=None if args.trim_interval < 0 else args.trim_interval)
     app = create_app(predictor, settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
                 timeout_graceful_shutdown=args.shutdown_timeout)
@@ -65,6 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text")
     p.add_argument("--max-body-bytes", type=int, default=2_000_000)
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish requests on shutdown")
+    p.add_argument("--trim-interval", type=float, default=1.0,
+                   help="seconds between returning freed memory to the OS, which keeps RSS flat (negative: never)")
     p.set_defaults(handler=cmd_serve)
 
     export = sub.add_parser("export", help="export a model to another format").add_subparsers(

@@ -6,8 +6,10 @@ example, so the padding-skipping path of :mod:`bertkit.model.packing` (gather th
 per-token layers on them, scatter back) is what the graph contains; a batch without padding runs the same
 graph with every token selected.
 
-``quantize_onnx`` applies the same layer choice as the torch int8 recipe
-(:mod:`bertkit.infer.quantize`): onnxruntime's dynamic int8 on the chosen encoder linears only.
+``quantize_onnx`` applies the torch int8 recipe's layer choice (:mod:`bertkit.infer.quantize`) with
+onnxruntime's dynamic int8 on the chosen encoder linears only. onnxruntime cannot keep single input
+channels exact, so where the recipe keeps some of ``fc2``'s channels in fp32 the whole ``fc2`` stays fp32
+here, and smoothing is not applied.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def _excluded_nodes(model_path: Path, recipe: Int8Recipe) -> list[str]:
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
+    targets = [t for t in recipe.targets if not (t == "fc2" and recipe.fp32_channels > 0)]
     excluded = []
     for node in graph.node:
         if node.op_type not in ("MatMul", "Gemm"):
@@ -83,7 +86,7 @@ def _excluded_nodes(model_path: Path, recipe: Int8Recipe) -> list[str]:
         parts = node.name.split("/")
         in_encoder = any(p.startswith("layers.") for p in parts)
         target = next((t for t in ALL_TARGETS if t in parts), None)
-        if not in_encoder or target not in recipe.targets:
+        if not in_encoder or target not in targets:
             excluded += [node.name, f"{node.name}_MatMul"]  # onnxruntime rewrites Gemm X as MatMul X_MatMul
     return excluded
 

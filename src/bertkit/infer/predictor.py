@@ -35,7 +35,7 @@ from bertkit.data.tasks.readers import QAExample
 from bertkit.infer.batching import length_sorted_batches
 from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
 from bertkit.infer.graph import TorchBackend
-from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, quantize_int8
+from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Encoding, Tokenizer
 from bertkit.train.metrics import get_entities
@@ -171,7 +171,7 @@ class Predictor:
             self.backend = self._onnx_backend(onnx_path, threads, recipe)
         else:
             if quantize == "int8":
-                quantize_int8(self.model, recipe)
+                quantize_int8(self.model, recipe, [calibration_batch(self.tokenizer)])
             self.backend = TorchBackend(self.model)
 
     def _onnx_backend(self, onnx_path: str | os.PathLike | None, threads: int | None, recipe: Int8Recipe):

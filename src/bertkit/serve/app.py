@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.exceptions import HTTPException
 
+from bertkit.infer.memory import HeapTrimmer
 from bertkit.infer.predictor import Predictor
 from bertkit.serve.batcher import MicroBatcher
 from bertkit.serve.metrics import ServerMetrics
@@ -44,7 +45,12 @@ ENDPOINTS = {"classify": "classify", "tag": "tag", "answer": "answer", "fill-mas
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Batching and request limits. ``api_key``: when set, /v1/ requests must send it (Bearer or X-API-Key)."""
+    """Batching and request limits. ``api_key``: when set, /v1/ requests must send it (Bearer or X-API-Key).
+
+    ``trim_interval_s``: after a model call, hand freed heap memory back to the OS if this long has passed
+    since the last time (None: never). Without it the resident size climbs under varied request shapes;
+    see :mod:`bertkit.infer.memory`.
+    """
 
     max_batch: int = 32
     max_wait_ms: float = 5.0
@@ -52,6 +58,7 @@ class ServeSettings:
     max_texts: int = 256
     max_text_chars: int = 20_000
     api_key: str | None = None
+    trim_interval_s: float | None = 1.0
 
 
 class _Request(BaseModel):
@@ -149,7 +156,8 @@ class _Guard:
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI application serving ``predictor``; the batcher's worker lives as long as the app."""
     settings = settings or ServeSettings()
-    metrics = ServerMetrics()
+    trimmer = HeapTrimmer(settings.trim_interval_s) if settings.trim_interval_s is not None else None
+    metrics = ServerMetrics(trimmer)
     state: dict[str, MicroBatcher] = {}
 
     def on_batch(kind: Hashable, items: int, jobs: int) -> None:
@@ -159,7 +167,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state["batcher"] = MicroBatcher(lambda kind, items: _results(predictor, kind, items),
-                                        settings.max_batch, settings.max_wait_ms, on_batch)
+                                        settings.max_batch, settings.max_wait_ms, on_batch,
+                                        trimmer.maybe_trim if trimmer is not None else None)
         yield
         await asyncio.to_thread(state["batcher"].close)
 

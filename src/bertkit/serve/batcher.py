@@ -10,6 +10,7 @@ oversubscribed by parallel forwards. Jobs of another kind met while gathering wa
 from __future__ import annotations
 
 import collections
+import logging
 import queue
 import threading
 import time
@@ -17,6 +18,8 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("bertkit")
 
 RunBatch = Callable[[Hashable, list[Any]], Sequence[Any]]  # (kind, items) -> one result per item
 
@@ -31,17 +34,21 @@ class Job:
 class MicroBatcher:
     """Runs ``run_batch(kind, items)`` on one worker thread over merged jobs.
 
-    ``on_batch(kind, num_items, num_jobs)`` is called after every model call (for metrics).
+    ``on_batch(kind, num_items, num_jobs)`` is called after every model call (for metrics), before the
+    jobs' futures resolve; ``after_batch()`` once they have resolved, so housekeeping there (such as
+    returning freed memory, :mod:`bertkit.infer.memory`) delays no response of that batch. An exception in
+    either is logged and the worker carries on.
     """
 
     _STOP = object()
 
     def __init__(self, run_batch: RunBatch, max_batch: int = 32, max_wait_ms: float = 5.0,
-                 on_batch: Callable[[Hashable, int, int], None] | None = None) -> None:
+                 on_batch: Callable[[Hashable, int, int], None] | None = None,
+                 after_batch: Callable[[], object] | None = None) -> None:
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
         self.run_batch, self.max_batch, self.max_wait = run_batch, max_batch, max_wait_ms / 1000
-        self.on_batch = on_batch
+        self.on_batch, self.after_batch = on_batch, after_batch
         self._queue: queue.Queue = queue.Queue()
         self._deferred: collections.deque[Job] = collections.deque()
         self._closed = False
@@ -103,6 +110,11 @@ class MicroBatcher:
             jobs, saw_stop = self._gather(job)
             stopping = stopping or saw_stop
             self._execute(jobs)
+            if self.after_batch is not None:
+                try:
+                    self.after_batch()
+                except Exception:
+                    log.exception("after-batch hook failed")
 
     def _execute(self, jobs: list[Job]) -> None:
         """One model call over all jobs' items; if it fails and several jobs shared it, retry each alone so
@@ -118,7 +130,10 @@ class MicroBatcher:
                 jobs[0].future.set_exception(error)
             return
         if self.on_batch is not None:
-            self.on_batch(jobs[0].kind, len(items), len(jobs))
+            try:
+                self.on_batch(jobs[0].kind, len(items), len(jobs))
+            except Exception:
+                log.exception("on-batch hook failed")
         start = 0
         for job in jobs:
             job.future.set_result(list(results[start:start + len(job.items)]))

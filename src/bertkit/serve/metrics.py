@@ -10,6 +10,8 @@ import bisect
 import threading
 from collections.abc import Sequence
 
+from bertkit.infer.memory import HeapTrimmer, resident_bytes
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -78,7 +80,8 @@ class Histogram:
 class ServerMetrics:
     """What the server reports on /metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, trimmer: HeapTrimmer | None = None) -> None:
+        self.trimmer = trimmer
         self.requests = Counter("bertkit_requests_total", "HTTP requests by endpoint and status code.",
                                 ("endpoint", "status"))
         self.errors = Counter("bertkit_errors_total", "Requests answered with an error, by endpoint and status.",
@@ -98,4 +101,15 @@ class ServerMetrics:
 
     def render(self) -> str:
         metrics = (self.requests, self.errors, self.latency, self.batch_size, self.batch_requests)
-        return "\n".join(line for m in metrics for line in m.render()) + "\n"
+        lines = [line for m in metrics for line in m.render()]
+        lines += ["# HELP process_resident_memory_bytes Resident memory size in bytes.",
+                  "# TYPE process_resident_memory_bytes gauge",
+                  f"process_resident_memory_bytes {resident_bytes()}"]
+        if self.trimmer is not None:
+            lines += ["# HELP bertkit_heap_trims_total Times freed heap memory was returned to the OS.",
+                      "# TYPE bertkit_heap_trims_total counter",
+                      f"bertkit_heap_trims_total {self.trimmer.trims}",
+                      "# HELP bertkit_heap_trim_seconds_total Time the model worker spent returning it.",
+                      "# TYPE bertkit_heap_trim_seconds_total counter",
+                      f"bertkit_heap_trim_seconds_total {self.trimmer.seconds:g}"]
+        return "\n".join(lines) + "\n"
