@@ -101,7 +101,7 @@ def main() -> None:
     print(f"# int8 recipes, {datetime.date.today()}, {machine()}, load average {os.getloadavg()[0]:.1f} at start")
     print(f"# all-MiniLM-L6-v2, {len(texts)} sentences, mean pooling, batches of {args.batch_size} sorted by length; "
           f"speed = fp32 seconds / int8 seconds, median of {args.repeats} interleaved runs")
-    print(f"{'recipe':<24}{'what':<52}{'cos mean':>9}{'cos min':>9}{'fp32 s':>8}{'int8 s':>8}{'speed':>8}")
+    print(f"{'recipe':<26}{'what':<64}{'cos mean':>9}{'cos min':>9}{'fp32 s':>8}{'int8 s':>8}{'speed':>8}")
     for name in chosen:
         recipe = RECIPES[name]
         model = copy.deepcopy(fp32)
@@ -113,7 +113,7 @@ def main() -> None:
             repeats=args.repeats,
         )
         label = name + (" (default)" if recipe == DEFAULT_RECIPE else "")
-        print(f"{label:<24}{DESCRIPTIONS[name]:<52}{cos.mean():>9.4f}{cos.min():>9.4f}{times['fp32']:>8.3f}"
+        print(f"{label:<26}{DESCRIPTIONS[name]:<64}{cos.mean():>9.4f}{cos.min():>9.4f}{times['fp32']:>8.3f}"
               f"{times['int8']:>8.3f}{times['fp32'] / times['int8']:>7.2f}x", flush=True)
     print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 

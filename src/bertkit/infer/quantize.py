@@ -5,37 +5,40 @@ with one scale per call, multiplies in int8 and rescales to fp32. Our encoder fe
 packed (N, H) stack of a whole batch's real tokens, so that one input scale covers every token of the
 batch: a single large value coarsens the grid for all of them.
 
-Such values are not spread at random. In all-MiniLM-L6-v2 (measured with ``benchmarks/quantize.py`` over
-512 mixed sentences) the input of the feed-forward output projection (``ffn.fc2``, the GELU output) is
-below ~7 everywhere except one or two channels per layer that reach 14-25, and only at the [CLS] token;
-the other layers' inputs (the residual stream) carry a few channels of 10-30 at punctuation and [CLS].
-So the recipe:
+Such values are not spread at random. In all-MiniLM-L6-v2 (512 mixed sentences) the input of the
+feed-forward output projection (``ffn.fc2``, the GELU output) stays below ~7 except in one or two channels
+per layer that reach 14-25, and only at the [CLS] token; the inputs of ``qkv`` and ``fc1`` (LayerNorm
+outputs, i.e. the residual stream) carry channels of 10-30 at punctuation, [CLS] and [SEP]. The default
+recipe (:data:`DEFAULT_RECIPE`) therefore:
 
 * keeps the ``fp32_channels`` largest input channels of ``fc2`` (found by calibration) out of the int8
-  product: they are read out of the GELU output, zeroed there, and added back with an exact fp32 matmul
-  of width ``fp32_channels`` (~1% of the layer's cost). The int8 grid then spans ~7 instead of ~25.
-* optionally smooths the inputs of ``qkv`` and ``fc1`` (SmoothQuant): input channel j is divided by
-  ``s_j = max|x_j|^a / max|W_j|^(1-a)`` and weight column j multiplied by it, which leaves the product
-  unchanged but moves range from the activation outliers into the weights, which are quantised per
-  output row. The division is one extra pass over the (N, H) input: it cannot be folded into the
-  preceding LayerNorm because that output is also the residual.
-* quantises weights per output channel to 7 bits. On CPUs without VNNI (AVX2 only, as here) both fbgemm
-  and oneDNN multiply uint8 activations by int8 weights and add pairs in int16, which saturates when
-  both are near full range (255 * 127 * 2 > 32767); 7-bit weights ([-63, 63]) cannot overflow.
-* activations use all 8 bits (torch's stock recipe uses 7: ``reduce_range``).
+  product: they are read out of the GELU output, zeroed there, and added back with one fp32 matmul of
+  width ``fp32_channels`` (~1% of the layer's cost). The int8 grid then spans ~7 instead of ~25.
+* smooths the inputs of ``qkv`` and ``fc1`` (SmoothQuant): input channel j is divided by
+  ``s_j = max|x_j|^a / max|W_j|^(1-a)`` and weight column j multiplied by it. The product is unchanged,
+  but range moves from the activation outliers into the weights, which are quantised per output row. The
+  division is one extra pass over the (N, H) input: it cannot be folded into the preceding LayerNorm,
+  whose output is also the residual.
+* quantises weights per output channel to 7 bits. On CPUs without VNNI (AVX2 only, as here) the kernels
+  multiply uint8 activations by int8 weights and add pairs in int16, which saturates when both are near
+  full range (255 * 127 * 2 > 32767); 7-bit weights ([-63, 63]) cannot overflow.
+* quantises activations to all 8 bits (torch's stock dynamic recipe uses 7: ``reduce_range``).
+* runs on oneDNN's ``qlinear_pointwise`` kernel, which applies fc1's GELU in the same pass; torch's
+  fbgemm ``linear_dynamic`` computes the same product (``engine="fbgemm"``) but was slower here.
 
-Accuracy (cosine of each int8 sentence embedding to its fp32 one, all-MiniLM-L6-v2, 512 sentences;
-speed is in ``benchmarks/RESULTS.md``):
+Measured with ``benchmarks/quantize.py`` (cosine of each int8 sentence embedding to its fp32 one;
+speed = fp32 time / int8 time on the same sorted batches, 2 threads, AVX2; figures in
+``benchmarks/RESULTS.md``):
 
-    recipe                                             cos mean  cos min
-    all linears, per-tensor, w8 a7 (torch's stock)       0.933    0.863
-    all linears, per-channel, w7 a8                      0.991    0.977
-    qkv + out_proj + fc1, per-channel, w7 a8             0.995    0.986   (fc2 kept fp32)
-    all, fc2's 4 largest input channels fp32             0.995    0.985
-    all, 4 fp32 channels, qkv/fc1 smoothed (a = 0.5)     0.996    0.988
+    recipe                                                 cos mean  cos min  speed
+    all linears, per-tensor, w8 a7 (torch's stock, fbgemm)   0.933    0.863   1.32x
+    all linears, per-channel, w7 a8                          0.991    0.976   1.49x
+    qkv + out_proj + fc1, w7 a8 (fc2 fp32)                   0.995    0.987   1.29x
+    w7 a8, fc2's 4 largest input channels fp32               0.995    0.986   1.48x
+    ... and qkv/fc1 inputs smoothed (a = 0.5): default       0.998    0.995   1.48x
 
-Calibration needs only a few sentences with the model's special tokens (:func:`calibration_batch`), since
-the outliers sit at [CLS], punctuation and other frequent tokens.
+Calibration needs only a few sentences in the model's own tokens (:func:`calibration_batch`): the
+outliers sit at [CLS], punctuation and other frequent tokens, so any text shows them.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ class Int8Recipe:
         saturate with 8-bit activations; 8 uses [-127, 127] and can saturate on CPUs without VNNI.
     fp32_channels: how many of ``fc2``'s input channels (the largest seen in calibration) stay exact in fp32.
     smooth: SmoothQuant migration strength ``a`` in [0, 1] for the inputs of ``qkv`` and ``fc1``; None = off.
-    engine: the int8 kernel library, "fbgemm" or "onednn" (same arithmetic; speed differs by CPU).
+    engine: the int8 kernel, "onednn" (fuses fc1's activation) or "fbgemm" (torch's ``linear_dynamic``);
+        both compute the same product, speed differs by CPU.
     """
 
     targets: tuple[str, ...] = ALL_TARGETS
@@ -138,16 +142,16 @@ def fusable_activation(act) -> str | None:
     return next((name for name, fn in ACTIVATIONS.items() if fn is act and name in _FUSED_ACTIVATIONS), None)
 
 
-def _quantize_input(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _quantize_input(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, float, int]:
     """x -> (uint8 codes, scale, zero point): one affine grid of ``levels`` steps over [min(x, 0), max(x, 0)].
 
     The codes come from ``quantize_per_tensor`` (one vectorised pass) and are read back as a plain uint8
     tensor over the same memory, which is what the oneDNN kernel takes.
     """
-    lo, hi = torch.aminmax(x)
-    lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)  # the grid holds 0 exactly
-    scale = ((hi - lo) / levels).clamp(min=1e-8)
-    zero = (-lo / scale).round().to(torch.int32)
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # the grid holds 0 exactly
+    scale = max((hi - lo) / levels, 1e-8)
+    zero = round(-lo / scale)
     with warnings.catch_warnings():  # quantised-tensor constructors warn about a future API change
         warnings.simplefilter("ignore")
         q = torch.quantize_per_tensor(x, scale, zero, torch.quint8)
@@ -208,9 +212,9 @@ class Int8Linear(nn.Module):
             return torch.ops.quantized.linear_dynamic(x, self._packed, self.reduce_range)
         codes, scale, zero = _quantize_input(x, 127 if self.reduce_range else 255)
         post, algorithm = self._post
-        return torch.ops.onednn.qlinear_pointwise.tensor(codes, scale, zero, self._packed, self.weight_scales,
-                                                         self.weight_zeros, self.bias, 1.0, 0, torch.float32,
-                                                         post, [], algorithm)
+        return torch.ops.onednn.qlinear_pointwise(codes, scale, zero, self._packed, self.weight_scales,
+                                                  self.weight_zeros, self.bias, 1.0, 0, torch.float32, post, [],
+                                                  algorithm)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
