@@ -7,13 +7,15 @@ Endpoints (POST, JSON in and out, one result per text, each flagged ``truncated`
     /v1/fill-mask  {"texts": [...], "top_k": 5}                     -> candidates per [MASK]
     /v1/embed      {"texts": [...], "pooling": "mean", "normalize": false} -> vectors
 A model serves its own task plus embed (and fill-mask with an MLM head); the other endpoints answer 404
-naming the task the model was trained for. GET /healthz, GET /metrics (Prometheus), GET /docs (OpenAPI).
+naming the task the model was trained for. GET /healthz, GET /metrics (Prometheus; with the process's
+resident memory), GET /docs (OpenAPI).
 
 Every error is JSON ``{"error": message, "status": code}``: 413 for a body or text count over the limit, 422 for
 a malformed request (wrong types, missing contexts, a text over the character limit), 401 for a missing or
 wrong API key when one is set, 400 for a body that is not valid JSON or UTF-8. The model runs on one worker
 thread (:mod:`bertkit.serve.batcher`); on shutdown the server stops accepting, finishes what is in flight,
-then stops the worker.
+then stops the worker. After a model call the worker returns freed heap memory to the OS at most once per
+``trim_interval_s`` (:mod:`bertkit.infer.memory`), which keeps the resident size flat under load.
 """
 
 from __future__ import annotations
