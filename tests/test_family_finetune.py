@@ -19,7 +19,7 @@ from bertkit import finetune
 from bertkit.cli import main
 from bertkit.config import BertConfig
 from bertkit.data.tasks import families, qa, tagging
-from bertkit.data.tasks.batches import TaskBatches, model_inputs, uses_token_types
+from bertkit.data.tasks.batches import TaskBatches, model_inputs
 from bertkit.data.tasks.readers import Answer, QAExample, TaggingExample
 from bertkit.finetune import FinetuneSettings, evaluate_model, load_task_model, predict, run_finetune
 from bertkit.tokenizer import Tokenizer
@@ -212,11 +212,11 @@ def test_tagging_truncation_keeps_the_closing_special_token(pretrained):
 
 def test_a_model_without_token_types_gets_batches_without_them(pretrained, runs):
     config = BertConfig.from_json_file(pretrained["distilbert"] / "config.json")
-    assert not uses_token_types(config) and uses_token_types(config.replace(model_type="bert", type_vocab_size=2))
+    assert not config.has_token_types and config.replace(model_type="bert", type_vocab_size=2).has_token_types
     settings, _ = runs["distilbert", "classify"]
     loaded = load_task_model(settings.out)
     features = families.encode(loaded.spec, families.read_task_file(loaded.spec, settings.dev), loaded.tokenizer)
-    batch = TaskBatches(features, 8, seed=0, token_types=uses_token_types(config)).batch(0, 0)
+    batch = TaskBatches(features, 8, seed=0, token_types=config.has_token_types).batch(0, 0)
     assert "token_type_ids" not in batch and set(batch) == {"input_ids", "attention_mask", "labels"}
     with pytest.raises(ValueError, match="distilbert has no token types"):
         loaded.model(**TaskBatches(features, 8, seed=0).batch(0, 0))

@@ -60,7 +60,7 @@ def test_classify_equals_the_models_own_probabilities(variants, arch):
     model, tokenizer = predictor.model, predictor.tokenizer
     for text, result in zip(TEXTS, got, strict=True):
         enc = tokenizer.encode(text)
-        types = torch.tensor([enc.type_ids]) if model.config.type_vocab_size > 0 else None
+        types = torch.tensor([enc.type_ids]) if model.config.has_token_types else None
         with torch.inference_mode():
             probs = model(torch.tensor([enc.ids]), types).logits.softmax(-1)[0]
         expected = dict(zip(predictor.spec.labels, probs.tolist(), strict=True))

@@ -9,7 +9,7 @@ import torch
 from bertkit.config import BertConfig
 from bertkit.data.tasks import classification as cls
 from bertkit.data.tasks import families, qa, tagging
-from bertkit.data.tasks.batches import TaskBatches, collate, model_inputs, sorted_batches, uses_token_types
+from bertkit.data.tasks.batches import TaskBatches, collate, model_inputs, sorted_batches
 from bertkit.data.tasks.readers import Answer, QAExample, TaggingExample, TextExample, read_glue
 from bertkit.tokenizer import Tokenizer
 
@@ -302,8 +302,8 @@ def test_token_types_are_left_out_for_a_model_without_them():
     assert "token_type_ids" not in TaskBatches(features, 2, seed=0, token_types=False).batch(0, 0)
     assert all("token_type_ids" not in b for _, b in sorted_batches(features, 1, token_types=False))
     distilbert, bert = BertConfig.preset("tiny", arch="distilbert"), BertConfig.preset("tiny")
-    assert not uses_token_types(distilbert) and uses_token_types(bert)
-    assert uses_token_types(BertConfig.preset("tiny", arch="roberta"))  # one type, all zeros: still an input
+    assert not distilbert.has_token_types and bert.has_token_types
+    assert BertConfig.preset("tiny", arch="roberta").has_token_types  # one type, all zeros: still an input
     batch = collate(features)
     assert set(model_inputs(batch, distilbert)) == {"input_ids", "attention_mask", "labels"}
     assert model_inputs(batch, bert) is batch

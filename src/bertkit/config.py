@@ -170,6 +170,12 @@ class BertConfig:
         return self.max_position_embeddings - self.position_offset
 
     @property
+    def has_token_types(self) -> bool:
+        """Whether the model takes ``token_type_ids``: DistilBERT has no segment table (``type_vocab_size`` 0);
+        RoBERTa's single all-zero type still counts as an input."""
+        return self.type_vocab_size > 0
+
+    @property
     def has_pooler(self) -> bool:
         """Whether the base model has the [CLS] pooler; DistilBERT's has none."""
         return self.model_type != "distilbert"

@@ -46,7 +46,7 @@ from torch import nn
 from bertkit.checkpoint.io import atomic_write, find_weights, load_standard_state, read_state_dict
 from bertkit.config import BertConfig
 from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches, sorted_batches, uses_token_types
+from bertkit.data.tasks.batches import TaskBatches, sorted_batches
 from bertkit.data.tasks.families import TaskSpec
 from bertkit.data.tasks.readers import glue_path
 from bertkit.inspect.report import DETAILS_FILE, write_report
@@ -213,7 +213,7 @@ def infer(
     device = next(model.parameters()).device
     outputs: list[np.ndarray] = [np.empty(0)] * len(features)
     loss_sum, counted = 0.0, 0
-    for indices, batch in sorted_batches(features, batch_size, pad_id, uses_token_types(model.config)):
+    for indices, batch in sorted_batches(features, batch_size, pad_id, model.config.has_token_types):
         out = model(**{k: v.to(device) for k, v in batch.items()})
         if getattr(out, "loss", None) is not None:
             loss_sum, counted = loss_sum + float(out.loss) * len(indices), counted + len(indices)
@@ -434,7 +434,7 @@ def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> di
     barrier(dist)
     source = TaskBatches(data.train_features, settings.batch_size, settings.seed, rank=dist.rank,
                          world_size=dist.world_size, pad_id=tokenizer.pad_id,
-                         token_types=uses_token_types(model.config))
+                         token_types=model.config.has_token_types)
     patient = _PatientBatches(source, settings.patience, dist) if settings.patience is not None else None
     has_dev = bool(data.dev_examples)
     evaluate = _dev_evaluator(data, tokenizer, settings.eval_batch_size, patient) if has_dev else None

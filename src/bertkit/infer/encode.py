@@ -44,7 +44,7 @@ def embed_texts(
     batches = list(length_sorted_batches([len(e.ids) for e in encodings], batch_size))
     for batch in tqdm(batches, disable=not progress, desc="embed", unit="batch"):
         ids, mask, types = _pad([encodings[i] for i in batch], tokenizer.pad_id)
-        hidden = model(ids, types if model.config.type_vocab_size > 0 else None, mask).last_hidden_state
+        hidden = model(ids, types if model.config.has_token_types else None, mask).last_hidden_state
         vectors = pool(hidden, mask, pooling)
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
@@ -84,7 +84,7 @@ def fill_mask(
     if len(positions) == 0:
         mask = tokenizer.convert_ids_to_tokens([tokenizer.mask_id])[0]
         raise ValueError(f"no {mask} token in {text!r}; write {mask} where a word should be predicted")
-    types = torch.tensor([encoding.type_ids]) if model.config.type_vocab_size > 0 else None
+    types = torch.tensor([encoding.type_ids]) if model.config.has_token_types else None
     hidden = model.bert(ids, types).last_hidden_state[0, positions]  # (M, H)
     probs = model.mlm(hidden, model.bert.embeddings.token.weight).softmax(-1)  # (M, V)
     top = probs.topk(top_k, dim=-1)

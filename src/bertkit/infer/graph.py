@@ -23,7 +23,7 @@ INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 
 def input_names(config: BertConfig) -> tuple[str, ...]:
     """The graph's inputs: all three, or without ``token_type_ids`` for a model that has none (DistilBERT)."""
-    return INPUT_NAMES if config.type_vocab_size > 0 else ("input_ids", "attention_mask")
+    return INPUT_NAMES if config.has_token_types else ("input_ids", "attention_mask")
 
 
 class InferenceGraph(nn.Module):

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from bertkit.checkpoint.io import atomic_write
-from bertkit.data.tasks.batches import uses_token_types
 from bertkit.inspect.page import render_page
 from bertkit.model import BertForPreTraining
 from bertkit.tokenizer import Encoding, Tokenizer
@@ -85,7 +84,7 @@ def explain(
                          f"vocab_size is {config.vocab_size}")
     full, encoding = _encode(tokenizer, text, pair, config.max_sequence_length)
     ids = torch.tensor([encoding.ids])
-    types = torch.tensor([encoding.type_ids]) if uses_token_types(config) else None
+    types = torch.tensor([encoding.type_ids]) if config.has_token_types else None
     with torch.inference_mode():
         out = model.bert(ids, types, output_attentions=True)
         attentions = torch.cat(out.attentions).float().numpy()  # L x (1, nh, T, T) -> (L, nh, T, T)
@@ -146,7 +145,7 @@ def _mask_guesses(
         logits = model.mlm(hidden[masked], model.bert.embeddings.token.weight)  # (M, V)
         return _top(tokenizer, logits, masked, encoding.tokens, top_k), "mask"
     positions = [i for i, s in enumerate(encoding.sequence_ids) if s is not None][:max_guesses]
-    types = torch.tensor(encoding.type_ids) if uses_token_types(model.config) else None
+    types = torch.tensor(encoding.type_ids) if model.config.has_token_types else None
     rows = []
     for start in range(0, len(positions), GUESS_BATCH):
         chunk = positions[start:start + GUESS_BATCH]

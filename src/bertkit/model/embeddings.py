@@ -24,7 +24,7 @@ class Embeddings(nn.Module):
         self.pad_id = config.pad_token_id
         self.offset = config.position_offset
         self.token = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
-        self.segment = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size else None
+        self.segment = nn.Embedding(config.type_vocab_size, dim) if config.has_token_types else None
         # RoBERTa keeps a (never used) position row for padding, at the padding index.
         self.position = nn.Embedding(
             config.max_position_embeddings, dim, padding_idx=config.pad_token_id if self.offset else None

@@ -81,8 +81,11 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not a valid JSON file ({err})") from None
 
 
-def read_config(path: Path, keys: Sequence[str]) -> dict[str, bool]:
-    """The boolean settings `keys` present in tokenizer_config.json (standard key names); no file = defaults."""
+def read_config(path: Path, keys: Sequence[str], nullable: Sequence[str] = ()) -> dict[str, bool | None]:
+    """The boolean settings `keys` present in tokenizer_config.json (standard key names); no file = defaults.
+
+    Keys in `nullable` may also be null (WordPiece's ``strip_accents``: null means "follow lowercasing").
+    """
     if not path.is_file():
         return {}
     data = read_json(path)
@@ -91,8 +94,9 @@ def read_config(path: Path, keys: Sequence[str]) -> dict[str, bool]:
     settings = {}
     for key in keys:
         if key in data:
-            if not isinstance(data[key], bool):
-                raise ValueError(f"{path}: {key} must be true or false, got {data[key]!r}")
+            if not (isinstance(data[key], bool) or (data[key] is None and key in nullable)):
+                allowed = "true, false or null" if key in nullable else "true or false"
+                raise ValueError(f"{path}: {key} must be {allowed}, got {data[key]!r}")
             settings[key] = data[key]
     return settings
 

@@ -28,7 +28,7 @@ from typing import Any
 from tokenizers import AddedToken, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as RustTokenizer
 
-from bertkit.tokenizer.base import CONFIG_FILE, Tokenizer, _Pieces, read_json, utf8_lines, write_atomic
+from bertkit.tokenizer.base import CONFIG_FILE, Tokenizer, _Pieces, read_config, utf8_lines, write_atomic
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_WORD_CHARS = 100  # longer words become [UNK], as in the original code
@@ -202,20 +202,10 @@ def _read_vocab(path: Path) -> list[str]:
 
 def _read_config(path: Path) -> dict[str, Any]:
     """Normalisation settings from tokenizer_config.json (standard key names); missing file = uncased BERT."""
-    if not path.is_file():
-        return {}
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    settings = {}
-    for key, name, allowed in (("do_lower_case", "lowercase", (True, False)),
-                               ("strip_accents", "strip_accents", (True, False, None)),
-                               ("tokenize_chinese_chars", "tokenize_chinese_chars", (True, False))):
-        if key in data:
-            if not any(data[key] is value for value in allowed):
-                raise ValueError(f"{path}: {key} must be one of {allowed}, got {data[key]!r}")
-            settings[name] = data[key]
-    return settings
+    names = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+             "tokenize_chinese_chars": "tokenize_chinese_chars"}
+    settings = read_config(path, tuple(names), nullable=("strip_accents",))
+    return {names[key]: value for key, value in settings.items()}
 
 
 def _training_lines(paths: list[Path], lower: bool, strip: bool, chinese: bool) -> Iterator[str]:

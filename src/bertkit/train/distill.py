@@ -187,7 +187,7 @@ def _mlm_at(
     selected: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(last hidden states (B, T, H), MLM logits (N, V) at the ``selected`` positions) of one model."""
-    types = token_type_ids if model.config.type_vocab_size > 0 else None
+    types = token_type_ids if model.config.has_token_types else None
     hidden = model.bert(input_ids, types, attention_mask).last_hidden_state
     return hidden, model.mlm(hidden[selected], model.bert.embeddings.token.weight)
 
@@ -271,7 +271,7 @@ def init_student(teacher: BertForPreTraining, config: BertConfig) -> tuple[BertF
                 tensor.copy_(source[theirs])
             else:
                 fresh.append(name)
-        if config.type_vocab_size == 0 and _SEGMENT in source:
+        if not config.has_token_types and _SEGMENT in source:
             student.state_dict()[_POSITION][:] += source[_SEGMENT][0]
     return student, fresh
 
@@ -421,7 +421,7 @@ def run_distillation(settings: DistillSettings, dist: DistInfo | None = None) ->
     if fresh:
         log.warning("%s: student parameters the teacher has no counterpart for: %s", settings.teacher, fresh)
     # The batches carry token types when the teacher has them; the Distiller hands them to each model that does.
-    train, evaluation = make_sources(data, shards, None, dist, token_types=teacher.config.type_vocab_size > 0)
+    train, evaluation = make_sources(data, shards, None, dist, token_types=teacher.config.has_token_types)
     model = Distiller(student, teacher, settings.loss_weights())
     evaluate = DistillationEvaluator(evaluation) if evaluation is not None else None
     trainer = Trainer(model, settings.train_config(), train=train[0].train, evaluate=evaluate,

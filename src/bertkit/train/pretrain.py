@@ -141,7 +141,7 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
     phase2 = _phase2_shards(settings, shards)
     tokenizer = resolve_tokenizer(settings, shards)
     model = build_model(settings, shards, phase2)
-    train, evaluation = make_sources(settings, shards, phase2, dist, token_types=model.config.type_vocab_size > 0)
+    train, evaluation = make_sources(settings, shards, phase2, dist, token_types=model.config.has_token_types)
     evaluate = PretrainingEvaluator(evaluation) if evaluation is not None else None
     trainer = Trainer(
         model, settings.train_config(), train=train[0].train if len(train) == 1 else None,

@@ -4,9 +4,9 @@ Any feature with `input_ids`, `token_type_ids` and a `targets` dict works (Class
 QAFeature). Sequences are padded to the longest in the batch; scalar targets become a (B,) tensor (long for ints,
 float for regression), list targets (tagging) a (B, T) tensor padded with -100.
 
-A model without token types (DistilBERT, `type_vocab_size` 0) refuses `token_type_ids`; `uses_token_types` is the
-one rule that decides whether a batch carries them, for the batches built here and (through `model_inputs`) for
-any batch built elsewhere, such as a tokenizer's `batch_encode`.
+A model without token types (DistilBERT, `type_vocab_size` 0) refuses `token_type_ids`;
+`BertConfig.has_token_types` is the one rule that decides whether a batch carries them, for the batches built
+here and (through `model_inputs`) for any batch built elsewhere, such as a tokenizer's `batch_encode`.
 """
 
 from __future__ import annotations
@@ -31,14 +31,9 @@ class TaskFeature(Protocol):
     def targets(self) -> dict[str, int | float | list[int]]: ...
 
 
-def uses_token_types(config: BertConfig) -> bool:
-    """Whether the model takes `token_type_ids`: False for a variant without token types (DistilBERT)."""
-    return config.type_vocab_size > 0
-
-
 def model_inputs(batch: dict[str, torch.Tensor], config: BertConfig) -> dict[str, torch.Tensor]:
     """`batch` as a model of `config` takes it: without `token_type_ids` when the model has no token types."""
-    if uses_token_types(config) or "token_type_ids" not in batch:
+    if config.has_token_types or "token_type_ids" not in batch:
         return batch
     return {k: v for k, v in batch.items() if k != "token_type_ids"}
 
@@ -55,8 +50,8 @@ def collate(features: Sequence[TaskFeature], pad_id: int = 0, token_types: bool 
     """Pad a list of features into model inputs.
 
     Returns:
-        input_ids, attention_mask and (with `token_types`, see `uses_token_types`) token_type_ids: (B, T) long,
-        T = longest sequence in the batch; plus the features' targets (labels or start_positions /
+        input_ids, attention_mask and (with `token_types`, see `BertConfig.has_token_types`) token_type_ids:
+        (B, T) long, T = longest sequence in the batch; plus the features' targets (labels or start_positions /
         end_positions) when every feature has them.
     """
     batch = {"input_ids": _pad([f.input_ids for f in features], pad_id)}
@@ -83,7 +78,7 @@ class TaskBatches:
     Each epoch shuffles with a permutation drawn from (seed, epoch); rank r takes every world_size-th feature
     of it, the permutation repeated cyclically so every rank has the same number of batches (DDP steps in
     lockstep). batch(epoch, index) is therefore a pure function and resume is exact. `token_types=False` leaves
-    token_type_ids out of the batches (see `uses_token_types`).
+    token_type_ids out of the batches (see `BertConfig.has_token_types`).
     """
 
     def __init__(
