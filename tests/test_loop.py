@@ -43,7 +43,10 @@ def test_toy_model_learns_and_metrics_have_the_documented_fields(tmp_path):
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 61))
     assert {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed"} <= set(records[0])
-    assert records[-1] == {"step": 60, "eval_loss": summary["eval_loss"], "elapsed": records[-1]["elapsed"]}
+    last = records[-1]
+    assert last == {"step": 60, "eval_loss": summary["eval_loss"], "duration": last["duration"],
+                    "elapsed": last["elapsed"]}
+    assert 0 < last["duration"] < last["elapsed"]
     assert summary["step"] == 60 and summary["loss"] == records[-2]["loss"]
     assert (tmp_path / "model.pt").is_file()
 

@@ -2,8 +2,9 @@
 
 ``metrics.jsonl`` holds one JSON object per line. Training lines carry ``step``, ``epoch``, ``loss``,
 ``lr``, ``grad_norm``, ``tokens_per_s`` and ``elapsed`` (seconds, continued across resumes).
-Evaluation lines are separate objects with ``step``, ``elapsed`` and each metric under an ``eval_``
-prefix (``eval_loss``, ``eval_accuracy`` ...), so one file can be read as a table without a split column.
+Evaluation lines are separate objects with ``step``, ``elapsed``, ``duration`` (seconds the evaluation took)
+and each metric under an ``eval_`` prefix (``eval_loss``, ``eval_accuracy`` ...), so one file can be read as a
+table without a split column.
 On resume the file is cut back to the checkpoint's step, so it reads as if the run was never stopped.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 METRICS_FILE = "metrics.jsonl"
-NOT_PLOTTED = ("step", "epoch", "elapsed")
+NOT_PLOTTED = ("step", "epoch", "elapsed", "duration")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -314,16 +314,18 @@ class Trainer:
         return record
 
     def _evaluate(self) -> None:
+        start = time.perf_counter()
         if self.dist.is_main:
             self.raw_model.eval()
             with torch.no_grad(), self._autocast():
                 metrics = {k: float(v) for k, v in self.evaluate(self.raw_model).items()}
             self.raw_model.train()
             self.logger.write({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()},
-                               "elapsed": self._elapsed()})
+                               "duration": time.perf_counter() - start, "elapsed": self._elapsed()})
             self.last_eval = metrics
             self._keep_best(metrics)
         barrier(self.dist)
+        self._window_start += time.perf_counter() - start  # tokens_per_s counts training time only
 
     def _keep_best(self, metrics: dict[str, float]) -> None:
         if self.best_metric is None:
