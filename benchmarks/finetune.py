@@ -179,6 +179,7 @@ def main() -> None:
         order = ("transformers", "bertkit") if args.reference_first else ("bertkit", "transformers")
         for name in order:
             runs[name] = bertkit_run(settings) if name == "bertkit" else reference_run(settings, folder / "ref")
+            print(f"# {name}: {json.dumps(runs[name])}", flush=True)  # kept in the log if the other run fails
         report(args, settings, runs)
 
 
@@ -202,7 +203,7 @@ def report(args: argparse.Namespace, settings: FinetuneSettings, runs: dict) -> 
     print(f"bertkit run_finetune wall (with reading, tokenizing, saving): {ours['wall']:.1f} s")
     for i, metrics in enumerate(ours["epochs"][:-1], 1):
         print(f"bertkit dev after epoch {i}: " + ", ".join(f"{k[5:]} {100 * v:.2f}" for k, v in metrics.items()
-                                                          if k != "eval_loss"))
+                                                          if not k.endswith(("loss", "total", "missing"))))
 
 
 if __name__ == "__main__":

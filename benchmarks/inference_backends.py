@@ -3,9 +3,10 @@
 All rows embed the same sentences (all-MiniLM-L6-v2). "sorted" rows run bertkit's own length-sorted batches
 (the batches ``Predictor`` makes), in the same order; "in order" rows run the padded batches of 32 in input
 order that ``benchmarks/inference.py`` feeds transformers. Median of interleaved runs; ratios are against
-bertkit fp32 end to end (``embed_texts``: tokenize, sort, batch, forward, pool).
+bertkit fp32 end to end (``embed_texts``: tokenize, sort, batch, forward, pool). Then single-request latency:
+one 16-token text, end to end for bertkit and transformers (tokenize + forward), forward only for onnxruntime.
 
-    python benchmarks/inference_backends.py [--threads 2] [--repeats 3] [--sentences 512]
+    python benchmarks/inference_backends.py [--threads 2] [--repeats 3] [--sentences 512] [--latency-calls 300]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--latency-calls", type=int, default=300, help="single requests timed per backend")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -80,6 +82,21 @@ def main() -> None:
         runs[f"{name} sorted"] = lambda b=backend: run_all(b, by_length)
         runs[f"{name} in order"] = lambda b=backend: run_all(b, in_order)
     times = interleaved_medians(runs, repeats=args.repeats)
+
+    one = tokenizer.decode(tokenizer.encode(texts[0], max_length=16, truncation=True).ids[1:-1])
+    single = tokenizer.batch_encode([one], max_length=16)
+
+    def transformers_one():
+        with torch.inference_mode():
+            ref(**ref_tokenizer([one], truncation=True, max_length=16, return_tensors="pt"))
+
+    latency = interleaved_medians(
+        {"bertkit fp32 e2e": lambda: embed_texts(fp32, tokenizer, [one], max_length=16),
+         "bertkit int8 e2e": lambda: embed_texts(int8, tokenizer, [one], max_length=16),
+         "transformers-sdpa e2e": transformers_one,
+         **{f"{name} forward": lambda b=backend: b.run(single) for name, backend in backends.items()
+            if name.startswith("onnxruntime")}},
+        repeats=args.latency_calls, warmup=10)
     shutil.rmtree(tmp)
 
     real = sum(int(b["attention_mask"].sum()) for b in by_length)
@@ -91,6 +108,11 @@ def main() -> None:
     base = times["bertkit fp32 e2e"]
     for name, seconds in times.items():
         print(f"{name:<30}{seconds:>9.3f}{real / seconds:>11.0f}{seconds / base:>21.2f}x")
+    print(f"# single request: {int(single['attention_mask'].sum())} tokens, batch 1, "
+          f"median of {args.latency_calls} interleaved calls")
+    print(f"{'run':<30}{'ms':>9}")
+    for name, seconds in latency.items():
+        print(f"{name:<30}{1000 * seconds:>9.2f}")
 
 
 if __name__ == "__main__":

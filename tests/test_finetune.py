@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from bertkit.data.tasks import families
 from bertkit.data.tasks.batches import TaskBatches
 from bertkit.data.tasks.readers import TaskDataError
-from bertkit.finetune import FinetuneSettings, evaluate_model, load_task_model, predict, run_finetune
+from bertkit.finetune import FinetuneSettings, evaluate_model, infer, load_task_model, predict, run_finetune
 from bertkit.train.logging import read_metrics
 from finetune_toys import (
     make_pretrained,
@@ -139,6 +140,14 @@ def test_transformers_loads_the_model_with_equal_logits(runs, task):
         if a.dim() > 1 and a.shape[:2] == mask.shape:  # token outputs: compare real tokens only
             a, b = a[mask], b[mask]
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # `infer` runs any model with the standard outputs: the fine-tuning benchmark scores transformers with it.
+    features = families.encode(loaded.spec, families.read_task_file(loaded.spec, settings.dev), loaded.tokenizer)
+    ours_rows, ours_loss = infer(loaded.model, features[:6], pad_id=loaded.tokenizer.pad_id)
+    theirs_rows, theirs_loss = infer(theirs, features[:6], pad_id=loaded.tokenizer.pad_id)
+    for a, b in zip(ours_rows, theirs_rows, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    if task != "qa":  # span losses differ: padded positions' logits enter the softmax, and ours skip the encoder
+        assert ours_loss == pytest.approx(theirs_loss, abs=1e-5)
 
 
 def test_predictions_have_labels_spans_and_answer_offsets(runs, tmp_path):

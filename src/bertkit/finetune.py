@@ -213,7 +213,9 @@ def infer(
     device = next(model.parameters()).device
     outputs: list[np.ndarray] = [np.empty(0)] * len(features)
     loss_sum, counted = 0.0, 0
-    for indices, batch in sorted_batches(features, batch_size, pad_id, model.config.has_token_types):
+    # Any model: a transformers config has no `has_token_types`, and DistilBERT's has no type_vocab_size.
+    token_types = getattr(model.config, "type_vocab_size", 0) > 0
+    for indices, batch in sorted_batches(features, batch_size, pad_id, token_types):
         out = model(**{k: v.to(device) for k, v in batch.items()})
         if getattr(out, "loss", None) is not None:
             loss_sum, counted = loss_sum + float(out.loss) * len(indices), counted + len(indices)
