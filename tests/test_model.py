@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bertkit import BertConfig, BertForPreTraining, BertModel
+from bertkit import BertConfig, BertForPreTraining, BertForQuestionAnswering, BertModel
 
 transformers = pytest.importorskip("transformers")
 
@@ -130,3 +130,20 @@ def test_decoder_is_tied_to_token_embeddings():
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.bert.parameters()) + (
         128 * 128 + 128 + 2 * 128 + 100 + 2 * 128 + 2
     )
+
+
+def test_span_loss_ignores_padding():
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(BertConfig.preset("tiny")).eval()
+    ids = torch.randint(5, 100, (1, 10))
+    targets = {"start_positions": torch.tensor([3]), "end_positions": torch.tensor([5])}
+    padded = torch.cat([ids, torch.zeros(1, 30, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 10), torch.zeros(1, 30)], dim=1).long()
+    with torch.inference_mode():
+        alone = model(ids, attention_mask=torch.ones_like(ids), **targets)
+        with_padding = model(padded, attention_mask=mask, **targets)
+        # the padded positions' logits are there, and would change an unmasked cross-entropy
+        unmasked = torch.nn.functional.cross_entropy(with_padding.start_logits, targets["start_positions"])
+    torch.testing.assert_close(with_padding.start_logits[:, :10], alone.start_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(with_padding.loss, alone.loss, atol=1e-5, rtol=0)
+    assert abs(unmasked - torch.nn.functional.cross_entropy(alone.start_logits, targets["start_positions"])) > 0.1

@@ -196,5 +196,18 @@ class BertForQuestionAnswering(PretrainedMixin, nn.Module):
         start, end = self.qa(self.drop(hidden)).float().unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            loss = (F.cross_entropy(start, start_positions) + F.cross_entropy(end, end_positions)) / 2
+            loss = (_span_loss(start, start_positions, attention_mask)
+                    + _span_loss(end, end_positions, attention_mask)) / 2
         return SpanOutput(start, end, loss)
+
+
+def _span_loss(logits: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over the real tokens only: an answer never starts or ends in padding.
+
+    Left in, padded positions would take probability mass that training must push out, and the loss would
+    depend on how much padding a batch has (the original code and transformers keep them; measured on SQuAD
+    with dropout off, masking them makes bertkit and transformers train identically when both mask).
+    """
+    if attention_mask is not None:
+        logits = logits.masked_fill(attention_mask == 0, torch.finfo(logits.dtype).min)
+    return F.cross_entropy(logits, positions)
