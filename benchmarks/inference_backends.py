@@ -4,7 +4,8 @@ All rows embed the same sentences (all-MiniLM-L6-v2). "sorted" rows run bertkit'
 (the batches ``Predictor`` makes), in the same order; "in order" rows run the padded batches of 32 in input
 order that ``benchmarks/inference.py`` feeds transformers. Median of interleaved runs; ratios are against
 bertkit fp32 end to end (``embed_texts``: tokenize, sort, batch, forward, pool). Then single-request latency:
-one 16-token text, end to end for bertkit and transformers (tokenize + forward), forward only for onnxruntime.
+one 16-token text, end to end for bertkit and transformers (tokenize + forward), forward only for onnxruntime,
+one backend at a time.
 
     python benchmarks/inference_backends.py [--threads 2] [--repeats 3] [--sentences 512] [--latency-calls 300]
 """
@@ -90,13 +91,15 @@ def main() -> None:
         with torch.inference_mode():
             ref(**ref_tokenizer([one], truncation=True, max_length=16, return_tensors="pt"))
 
-    latency = interleaved_medians(
-        {"bertkit fp32 e2e": lambda: embed_texts(fp32, tokenizer, [one], max_length=16),
-         "bertkit int8 e2e": lambda: embed_texts(int8, tokenizer, [one], max_length=16),
-         "transformers-sdpa e2e": transformers_one,
-         **{f"{name} forward": lambda b=backend: b.run(single) for name, backend in backends.items()
-            if name.startswith("onnxruntime")}},
-        repeats=args.latency_calls, warmup=10)
+    # One backend at a time, as a service runs: interleaving single calls would charge each call for the
+    # previous backend's thread pool (onnxruntime's threads spin on after a run).
+    singles = {"bertkit fp32 e2e": lambda: embed_texts(fp32, tokenizer, [one], max_length=16),
+               "bertkit int8 e2e": lambda: embed_texts(int8, tokenizer, [one], max_length=16),
+               "transformers-sdpa e2e": transformers_one,
+               **{f"{name} forward": lambda b=backend: b.run(single) for name, backend in backends.items()
+                  if name.startswith("onnxruntime")}}
+    latency = {name: interleaved_medians({name: fn}, repeats=args.latency_calls, warmup=10)[name]
+               for name, fn in singles.items()}
     shutil.rmtree(tmp)
 
     real = sum(int(b["attention_mask"].sum()) for b in by_length)
@@ -109,7 +112,7 @@ def main() -> None:
     for name, seconds in times.items():
         print(f"{name:<30}{seconds:>9.3f}{real / seconds:>11.0f}{seconds / base:>21.2f}x")
     print(f"# single request: {int(single['attention_mask'].sum())} tokens, batch 1, "
-          f"median of {args.latency_calls} interleaved calls")
+          f"median of {args.latency_calls} calls, one backend at a time")
     print(f"{'run':<30}{'ms':>9}")
     for name, seconds in latency.items():
         print(f"{name:<30}{1000 * seconds:>9.2f}")
