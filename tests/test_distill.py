@@ -287,7 +287,7 @@ def test_cli_resume_continues_the_same_distillation(data, teacher_dir, tmp_path,
     assert main([*cut, "--resume"]) == 0
 
     def comparable(run):
-        return [{k: v for k, v in r.items() if k not in ("elapsed", "tokens_per_s")}
+        return [{k: v for k, v in r.items() if k not in ("elapsed", "tokens_per_s", "duration")}
                 for r in read_metrics(tmp_path / run / "metrics.jsonl")]
 
     assert comparable("cut") == comparable("whole") and len(comparable("whole")) == 8  # 6 steps + 2 evaluations
