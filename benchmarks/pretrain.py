@@ -4,9 +4,11 @@ Each training step is forward + backward + an AdamW update on an MLM + NSP batch
 corpus tokenized with the MiniLM vocabulary), rows of mixed lengths padded to the longest, 15% of the real tokens
 masked 80/10/10. transformers gets ``labels`` (B, T) with -100 and ``next_sentence_label``; bertkit gets
 ``mlm_labels`` / ``nsp_labels``. Both use torch's AdamW and the same dropout. Reported: real (non-pad) tokens per
-second, median of interleaved steps, and the ratio.
+second, median of interleaved steps, and the ratio. On a GPU (``--device cuda``) both run under the same autocast
+(``--precision bf16``) and, with ``--compile``, both through ``torch.compile``; each step ends in a synchronise.
 
     python benchmarks/pretrain.py [--threads 2] [--repeats 5] [--models mini,base]
+    python benchmarks/pretrain.py --device cuda --precision bf16 [--batch 256] [--compile]
 """
 
 from __future__ import annotations
@@ -52,19 +54,29 @@ def make_batch(tokenizer: Tokenizer, stream: np.ndarray, batch: int, length: int
     return tensors
 
 
-def trainer_step(model: torch.nn.Module, inputs: dict):
+def trainer_step(model: torch.nn.Module, inputs: dict, args: argparse.Namespace):
+    device = torch.device(args.device)
+    model.to(device)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    forward = torch.compile(model) if args.compile else model
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision]
 
     def step() -> None:
-        model(**inputs).loss.backward()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = forward(**inputs).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     return step
 
 
-def compare(name: str, tokenizer: Tokenizer, stream: np.ndarray, repeats: int) -> None:
+def compare(name: str, tokenizer: Tokenizer, stream: np.ndarray, args: argparse.Namespace) -> None:
     batch, length = SHAPES[name]
+    batch = args.batch or batch
     config = BertConfig.preset(name, vocab_size=tokenizer.vocab_size)
     data = make_batch(tokenizer, stream, batch, length, seed=0)
     common = {k: data[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
@@ -73,10 +85,11 @@ def compare(name: str, tokenizer: Tokenizer, stream: np.ndarray, repeats: int) -
     ref_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items() if k != "architectures"})
     ref = transformers.BertForPreTraining(ref_config).train()
     steps = {
-        "bertkit": trainer_step(ours, {**common, "mlm_labels": data["labels"], "nsp_labels": data["nsp"]}),
-        "transformers": trainer_step(ref, {**common, "labels": data["labels"], "next_sentence_label": data["nsp"]}),
+        "bertkit": trainer_step(ours, {**common, "mlm_labels": data["labels"], "nsp_labels": data["nsp"]}, args),
+        "transformers": trainer_step(ref, {**common, "labels": data["labels"], "next_sentence_label": data["nsp"]},
+                                     args),
     }
-    times = interleaved_medians(steps, repeats=repeats)
+    times = interleaved_medians(steps, repeats=args.repeats, warmup=3 if args.compile else 1)
     tokens = int(data["attention_mask"].sum())
     rate = {k: tokens / t for k, t in times.items()}
     print(f"{name:<5} batch {batch} x {length} ({tokens} real tokens, {int((data['labels'] != -100).sum())} masked): "
@@ -89,14 +102,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", default="mini,base")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype for both")
+    parser.add_argument("--batch", type=int, default=None, help="rows per step (default: 32 mini, 8 base)")
+    parser.add_argument("--compile", action="store_true", help="both models through torch.compile")
+    parser.add_argument("--tokenizer", help="directory with the MiniLM tokenizer files (default: the installed one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    tokenizer = Tokenizer.from_pretrained(minilm_dir())
+    where = (f"{torch.cuda.get_device_name(args.device)}, torch {torch.__version__}" if args.device.startswith("cuda")
+             else machine())
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer or minilm_dir())
     stream = token_stream(tokenizer)
-    print(f"# pretraining step (fwd + bwd + AdamW), {datetime.date.today()}, {machine()}, "
-          f"transformers {transformers.__version__}, median of {args.repeats} interleaved steps")
+    print(f"# pretraining step (fwd + bwd + AdamW), {datetime.date.today()}, {where}, "
+          f"transformers {transformers.__version__}, {args.precision}{', compiled' if args.compile else ''}, "
+          f"median of {args.repeats} interleaved steps")
     for name in args.models.split(","):
-        compare(name, tokenizer, stream, args.repeats)
+        compare(name, tokenizer, stream, args)
 
 
 if __name__ == "__main__":

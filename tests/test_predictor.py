@@ -153,3 +153,50 @@ def test_int8_predictor_calibrates_on_its_tokenizer_and_stays_close_to_fp32(dirs
     assert isinstance(int8.model.bert.layers[0].ffn, Int8FeedForward)
     for exact, got in zip(fp32, int8.classify(TEXTS), strict=True):
         assert got.probabilities["pos"] == pytest.approx(exact.probabilities["pos"], abs=0.01)
+
+
+PRECISIONS = [("cpu", "bf16")] + ([("cuda", "fp32"), ("cuda", "bf16")] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize(("device", "dtype"), PRECISIONS)
+def test_device_and_dtype_follow_the_fp32_cpu_results(dirs, device, dtype):
+    """Every task runs where asked and agrees with fp32 on the CPU: exactly in fp32, to bf16's ~3 digits in bf16."""
+    tol = 1e-4 if dtype == "fp32" else 3e-2
+    ref, got = Predictor(dirs["classify"]), Predictor(dirs["classify"], device=device, dtype=dtype)
+    assert next(got.model.parameters()).dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    for exact, r in zip(ref.classify(TEXTS), got.classify(TEXTS), strict=True):
+        assert r.probabilities["pos"] == pytest.approx(exact.probabilities["pos"], abs=tol)
+
+    ref, got = Predictor(dirs["pretrained"]), Predictor(dirs["pretrained"], device=device, dtype=dtype)
+    cosine = (ref.embed(TEXTS, normalize=True).vectors * got.embed(TEXTS, normalize=True).vectors).sum(1)
+    assert cosine.min() > 1 - tol
+    texts = ["the [MASK] was good", "alice [MASK] paris and [MASK] rome"]
+    for exact, r in zip(ref.fill_mask(texts), got.fill_mask(texts), strict=True):
+        assert [m[0].probability for m in r.masks] == pytest.approx([m[0].probability for m in exact.masks], abs=tol)
+
+    questions, contexts = ["what colour was the car", "who"], ["the car was red and the house was blue " * 4, "bob"]
+    ref, got = Predictor(dirs["qa"]), Predictor(dirs["qa"], device=device, dtype=dtype)
+    for exact, r in zip(ref.answer(questions, contexts), got.answer(questions, contexts), strict=True):
+        assert r.score == pytest.approx(exact.score, abs=tol * 10)
+        if dtype == "fp32":
+            assert (r.text, r.start, r.end) == (exact.text, exact.start, exact.end)
+
+    ref, got = Predictor(dirs["tag"]), Predictor(dirs["tag"], device=device, dtype=dtype)
+    for text, exact, r in zip(TEXTS, ref.tag(TEXTS), got.tag(TEXTS), strict=True):
+        assert all(e.text == text[e.start:e.end] for e in r.entities)
+        if dtype == "fp32":
+            spans = [(e.label, e.start, e.end) for e in r.entities]
+            assert spans == [(e.label, e.start, e.end) for e in exact.entities]
+            assert [e.score for e in r.entities] == pytest.approx([e.score for e in exact.entities], abs=tol)
+
+
+def test_device_and_dtype_apply_to_the_torch_backend_only(dirs):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Predictor(dirs["classify"], dtype="int4")
+    with pytest.raises(ValueError, match="quantize='int8' runs on the CPU in fp32"):
+        Predictor(dirs["classify"], quantize="int8", dtype="bf16")
+    with pytest.raises(ValueError, match="backend='onnx' runs on the CPU in fp32"):
+        Predictor(dirs["classify"], backend="onnx", device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            Predictor(dirs["classify"], device="cuda")

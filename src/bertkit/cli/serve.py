@@ -23,7 +23,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(API_KEY_ENV):
         print(f"bertkit serve: warning: listening on {args.host} without an API key (set {API_KEY_ENV})")
     predictor = Predictor(args.model, backend=args.backend, quantize=args.quantize, threads=args.threads,
-                          batch_size=args.max_batch)
+                          batch_size=args.max_batch, device=args.device, dtype=args.dtype)
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                              max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                              api_key=os.environ.get(API_KEY_ENV) or None,
@@ -60,6 +60,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--quantize", choices=("int8",), default=None, help="dynamic int8 linears")
     p.add_argument("--threads", type=int, default=None, help="model threads (default: all cores)")
+    p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="torch backend weights and compute (bf16: the GPU path)")
     p.add_argument("--max-batch", type=int, default=32, help="texts per model call")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
     p.add_argument("--max-texts", type=int, default=256, help="texts per request")

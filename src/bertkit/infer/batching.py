@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+import torch
+
+Row = tuple[Sequence[int], Sequence[int]]  # token ids, token type ids
+
 
 def length_sorted_batches(lengths: Sequence[int], max_batch: int, max_tokens: int | None = None) -> Iterator[list[int]]:
     """Yield lists of indices into ``lengths``, longest first, each holding at most ``max_batch`` items and,
@@ -23,3 +28,17 @@ def length_sorted_batches(lengths: Sequence[int], max_batch: int, max_tokens: in
         batch.append(i)
     if batch:
         yield batch
+
+
+def pad_rows(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad (ids, type ids) rows into input_ids, token_type_ids and attention_mask, (B, T) int64 each,
+    T = the longest row."""
+    longest = max(len(r[0]) for r in rows)
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, (r_ids, r_types) in enumerate(rows):
+        n = len(r_ids)
+        ids[row, :n], types[row, :n], mask[row, :n] = r_ids, r_types, 1
+    return {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types),
+            "attention_mask": torch.from_numpy(mask)}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bertkit.infer.batching import length_sorted_batches
+from bertkit.infer.batching import length_sorted_batches, pad_rows
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Tokenizer
 
@@ -39,31 +39,19 @@ def embed_texts(
 ) -> np.ndarray:
     """One float32 vector per text, in input order; texts are batched by length to minimise padding."""
     max_length = max_length or model.config.max_sequence_length
-    encodings = tokenizer.encode_batch(list(texts), max_length=max_length, truncation=True)
+    rows = tokenizer.batch_encode(list(texts), max_length=max_length, padding=False, return_tensors=None)
+    ids_rows, type_rows = rows["input_ids"], rows["token_type_ids"]  # ids only: no offsets or tokens to build
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    batches = list(length_sorted_batches([len(e.ids) for e in encodings], batch_size))
+    batches = list(length_sorted_batches([len(r) for r in ids_rows], batch_size))
     for batch in tqdm(batches, disable=not progress, desc="embed", unit="batch"):
-        ids, mask, types = _pad([encodings[i] for i in batch], tokenizer.pad_id)
-        hidden = model(ids, types if model.config.has_token_types else None, mask).last_hidden_state
-        vectors = pool(hidden, mask, pooling)
+        inputs = pad_rows([(ids_rows[i], type_rows[i]) for i in batch], tokenizer.pad_id)
+        types = inputs["token_type_ids"] if model.config.has_token_types else None
+        hidden = model(inputs["input_ids"], types, inputs["attention_mask"]).last_hidden_state
+        vectors = pool(hidden, inputs["attention_mask"], pooling)
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
         out[batch] = vectors.float().numpy()
     return out
-
-
-def _pad(encodings: Sequence, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad a list of encodings to the longest: ids, attention mask, token types, each (B, T)."""
-    longest = max(len(e.ids) for e in encodings)
-    ids = torch.full((len(encodings), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    types = torch.zeros_like(ids)
-    for row, e in enumerate(encodings):
-        n = len(e.ids)
-        ids[row, :n] = torch.tensor(e.ids)
-        mask[row, :n] = 1
-        types[row, :n] = torch.tensor(e.type_ids)
-    return ids, mask, types
 
 
 @dataclass
