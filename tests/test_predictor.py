@@ -200,3 +200,16 @@ def test_device_and_dtype_apply_to_the_torch_backend_only(dirs):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no CUDA device"):
             Predictor(dirs["classify"], device="cuda")
+
+
+@pytest.mark.parametrize("task", ["classify", "pair"])
+def test_ids_only_encoding_equals_the_full_encoding(dirs, task):
+    """classify / embed / fill-mask tokenize to ids only; that must cut and lay out texts exactly as encode does."""
+    p = Predictor(dirs[task])
+    long = "the film was good but the plot was awful " * 20
+    texts = [*TEXTS, long, long]
+    pairs = ["yes", long, "", "no", long, "a b c", "short", long] if task == "pair" else None
+    encodings, flags = p.encode(texts, pairs)
+    rows, cut = p.encode_ids(texts, pairs)
+    assert cut == flags and sum(cut) >= 2
+    assert [(list(ids), list(types)) for ids, types in rows] == [(e.ids, e.type_ids) for e in encodings]

@@ -6,8 +6,9 @@ checkpoint with a masked-LM head also gives ``fill_mask``. ``capabilities`` list
 
 Texts are tokenized once, sorted by length and batched so each batch pads only to its own longest text;
 results come back in input order, each flagged ``truncated`` when its text was cut to ``max_length`` tokens.
-The model runs on one of two backends behind the same calls: eager PyTorch (optionally with dynamic int8
-linears, :mod:`bertkit.infer.quantize`) or onnxruntime on the exported graph (:mod:`bertkit.infer.onnx_export`).
+The model runs on one of two backends behind the same calls: eager PyTorch (on the CPU or a GPU, in fp32 or
+bf16, or on the CPU with dynamic int8 linears, :mod:`bertkit.infer.quantize`) or onnxruntime on the exported
+graph (:mod:`bertkit.infer.onnx_export`).
 """
 
 from __future__ import annotations
