@@ -187,7 +187,7 @@ def main() -> None:
             print(f"# {name}: {json.dumps(runs[name])}", flush=True)  # kept in the log if the other run fails
         if args.only:
             scores = {k: round(100 * v, 2) for k, v in runs[args.only]["dev"].items()
-                      if not k.endswith(("total", "missing"))}
+                      if not k.endswith(("total", "missing", "loss"))}
             print(f"# {args.only} alone, {args.task}, seed {args.seed}, data seed {args.data_seed}: dev {scores}")
         else:
             report(args, settings, runs)
