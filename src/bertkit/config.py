@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+# Compute precisions by the names every command and API takes (training autocasts to them, inference casts).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", *DTYPES)  # training's choices: "auto" is bf16 on a GPU that supports it, else fp32
 
 # name: (layers, hidden, heads). Sizes from the BERT paper and the "well-read students" miniatures.
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -173,7 +179,7 @@ class BertConfig:
     def has_token_types(self) -> bool:
         """Whether the model takes ``token_type_ids``: DistilBERT has no segment table (``type_vocab_size`` 0);
         RoBERTa's single all-zero type still counts as an input."""
-        return self.type_vocab_size > 0
+        return takes_token_types(self)
 
     @property
     def has_pooler(self) -> bool:
@@ -345,3 +351,9 @@ def _check_type(key: str, value: Any, type_name: Any, source: str) -> None:
         raise ConfigError(
             f"{source}: key {key!r} should be {type_name}, got {type(value).__name__} {value!r}"
         )
+
+
+def takes_token_types(config: Any) -> bool:
+    """``BertConfig.has_token_types`` for any config with the standard field names, transformers' included
+    (which lack the property; DistilBERT's lacks ``type_vocab_size`` altogether)."""
+    return getattr(config, "type_vocab_size", 0) > 0

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from bertkit.checkpoint.io import atomic_write, find_weights, load_standard_state, read_state_dict
-from bertkit.config import BertConfig
+from bertkit.config import BertConfig, takes_token_types
 from bertkit.data.tasks import families
 from bertkit.data.tasks.batches import TaskBatches, sorted_batches
 from bertkit.data.tasks.families import TaskSpec
@@ -213,9 +213,7 @@ def infer(
     device = next(model.parameters()).device
     outputs: list[np.ndarray] = [np.empty(0)] * len(features)
     loss_sum, counted = 0.0, 0
-    # Any model: a transformers config has no `has_token_types`, and DistilBERT's has no type_vocab_size.
-    token_types = getattr(model.config, "type_vocab_size", 0) > 0
-    for indices, batch in sorted_batches(features, batch_size, pad_id, token_types):
+    for indices, batch in sorted_batches(features, batch_size, pad_id, takes_token_types(model.config)):
         out = model(**{k: v.to(device) for k, v in batch.items()})
         if getattr(out, "loss", None) is not None:
             loss_sum, counted = loss_sum + float(out.loss) * len(indices), counted + len(indices)

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from bertkit.cli.common import run_distributed
+from bertkit.config import PRECISIONS
 
 
 def _settings(args: argparse.Namespace):
@@ -77,7 +78,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--max-grad-norm", type=float, default=5.0)
     p.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 on a GPU, fp32 on CPU")
     p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the soft targets")
     p.add_argument("--alpha-ce", type=float, default=5.0, help="weight of the soft-target (KL) loss")

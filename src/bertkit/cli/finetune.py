@@ -14,6 +14,7 @@ import json
 import logging
 
 from bertkit.cli.common import UsageError
+from bertkit.config import PRECISIONS
 from bertkit.data.tasks.families import TASKS
 from bertkit.data.tasks.readers import GLUE_TASKS
 
@@ -108,7 +109,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--doc-stride", type=int, default=128, help="qa: tokens between passage windows")
     p.add_argument("--max-query-len", type=int, default=64, help="qa: question tokens kept")
     _add_qa_flags(p)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same task in --out")
     p.add_argument("--overwrite", action="store_true", help="delete a previous run of the same task in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

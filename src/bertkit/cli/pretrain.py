@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from bertkit.cli.common import UsageError, run_distributed
+from bertkit.config import PRECISIONS
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -122,7 +123,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup-ratio", type=float, default=0.01)
     p.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 on a GPU, fp32 on CPU")
     p.add_argument("--whole-word", action="store_true", help="mask whole words")
     p.add_argument("--seed", type=int, default=0)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from bertkit.cli.common import UsageError
+from bertkit.config import DTYPES
 
 API_KEY_ENV = "BERTKIT_API_KEY"
 
@@ -61,7 +62,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize", choices=("int8",), default=None, help="dynamic int8 linears")
     p.add_argument("--threads", type=int, default=None, help="model threads (default: all cores)")
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                    help="torch backend weights and compute (bf16: the GPU path)")
     p.add_argument("--max-batch", type=int, default=32, help="texts per model call")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bertkit.config import BertConfig
+from bertkit.config import DTYPES, BertConfig
 from bertkit.model import (
     BertForPreTraining,
     BertForQuestionAnswering,
@@ -60,9 +60,6 @@ class InferenceGraph(nn.Module):
             start, end = self.model.qa(hidden).float().unbind(-1)
             return hidden, start, end
         return (hidden,)
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchBackend:

@@ -25,12 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.config import DTYPES, PRECISIONS
 from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, wrap_model
 from bertkit.train.logging import METRICS_FILE, MetricsLogger, Progress
 from bertkit.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor, warmup_steps_for
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class BatchSource(Protocol):
@@ -409,7 +408,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if cuda_bf16 else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return DTYPES[precision]
 
 
 def _due(step: int, every: int) -> bool:
