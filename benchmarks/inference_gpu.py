@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,8 @@ import torch
 import transformers
 
 from bertkit import BertConfig, BertModel, Tokenizer
+from bertkit.config import DTYPES
+from bertkit.infer.encode import pool
 from bertkit.infer.predictor import Predictor
 from common import interleaved_medians, minilm_dir, mixed_sentences
 
@@ -36,7 +36,7 @@ SHAPES = {
     "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = ("fp32", "bf16")
 
 
 def sync() -> None:
@@ -61,11 +61,6 @@ def write_model(directory: Path, tokenizer: Tokenizer, shape: dict) -> Path:
     return directory
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return ((hidden * weights).sum(1) / weights.sum(1)).float().cpu().numpy()
-
-
 def compare(name: str, directory: Path, texts: list[str], bs: int, repeats: int, device: torch.device) -> None:
     ref_tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
     sorted_texts = sorted(texts, key=lambda t: len(ref_tokenizer(t)["input_ids"]))
@@ -73,16 +68,18 @@ def compare(name: str, directory: Path, texts: list[str], bs: int, repeats: int,
                for i in range(0, len(texts), bs)]
     real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     runs, outputs = {}, {}
-    for dtype, torch_dtype in DTYPES.items():
+    for dtype in PRECISIONS:
         ours = Predictor(directory, device=str(device), dtype=dtype, batch_size=bs, max_tokens=None)
-        ref = transformers.BertModel.from_pretrained(str(directory), dtype=torch_dtype,
+        ref = transformers.BertModel.from_pretrained(str(directory), dtype=DTYPES[dtype],
                                                      attn_implementation="sdpa").to(device).eval()
 
         def ref_e2e(order, ref=ref):
+            vectors = []
             with torch.inference_mode():
-                return np.concatenate([mean_pool(ref(**b).last_hidden_state, b["attention_mask"]) for b in (
-                    ref_tokenizer(order[i:i + bs], padding=True, truncation=True, return_tensors="pt").to(device)
-                    for i in range(0, len(order), bs))])
+                for i in range(0, len(order), bs):
+                    b = ref_tokenizer(order[i:i + bs], padding=True, truncation=True, return_tensors="pt").to(device)
+                    vectors.append(pool(ref(**b).last_hidden_state, b["attention_mask"], "mean").float().cpu().numpy())
+            return np.concatenate(vectors)
 
         def same(model, ours_graph: bool):
             with torch.inference_mode():
@@ -99,9 +96,9 @@ def compare(name: str, directory: Path, texts: list[str], bs: int, repeats: int,
         runs[f"transformers same {dtype}"] = synced(lambda m=ref: same(m, False))
         outputs[f"bertkit {dtype}"] = ours.embed(texts).vectors
         outputs[f"transformers {dtype}"] = ref_e2e(texts)
-        outputs[f"bertkit latency {dtype}"] = single_request_ms(lambda p=ours: p.embed([texts[0]]).vectors)
-        outputs[f"transformers latency {dtype}"] = single_request_ms(
-            lambda f=ref_e2e: f([texts[0]]))
+        singles = {"bertkit": lambda p=ours: p.embed([texts[0]]), "transformers": lambda f=ref_e2e: f([texts[0]])}
+        for lib, one in singles.items():  # one library at a time, median of 50 single requests
+            outputs[f"{lib} latency {dtype}"] = 1e3 * interleaved_medians({lib: synced(one)}, 50, warmup=5)[lib]
     times = interleaved_medians(runs, repeats=repeats, warmup=2)
 
     print(f"\n## {name} shape: {len(texts)} sentences, {real_tokens} real tokens, batch {bs}, "
@@ -109,7 +106,7 @@ def compare(name: str, directory: Path, texts: list[str], bs: int, repeats: int,
     print(f"{'run':<28}{'seconds':>9}{'tokens/s':>12}")
     for run, seconds in times.items():
         print(f"{run:<28}{seconds:>9.4f}{real_tokens / seconds:>12.0f}")
-    for dtype in DTYPES:
+    for dtype in PRECISIONS:
         for other in ("e2e", "sorted", "same"):
             mine = "same" if other == "same" else "e2e"
             ratio = times[f"transformers {other} {dtype}"] / times[f"bertkit {mine} {dtype}"]
@@ -118,7 +115,7 @@ def compare(name: str, directory: Path, texts: list[str], bs: int, repeats: int,
     for run in ("bertkit fp32", "bertkit bf16", "transformers bf16"):
         cosine = (normalised(outputs[run]) * reference).sum(1)
         print(f"cosine {run} vs transformers fp32: mean {cosine.mean():.5f} min {cosine.min():.5f}")
-    for dtype in DTYPES:
+    for dtype in PRECISIONS:
         ours, ref = outputs[f"bertkit latency {dtype}"], outputs[f"transformers latency {dtype}"]
         print(f"single request ({len(texts[0].split())} words), {dtype}: bertkit {ours:.2f} ms, "
               f"transformers {ref:.2f} ms")
@@ -126,18 +123,6 @@ def compare(name: str, directory: Path, texts: list[str], bs: int, repeats: int,
 
 def normalised(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def single_request_ms(fn, repeats: int = 50) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import torch
 import transformers
 
 from bertkit import BertConfig, BertForPreTraining, Tokenizer
+from bertkit.config import DTYPES
 from bertkit.data.pretraining import mask_tokens
 from common import interleaved_medians, machine, minilm_dir
 
@@ -60,7 +61,7 @@ def trainer_step(model: torch.nn.Module, inputs: dict, args: argparse.Namespace)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     forward = torch.compile(model) if args.compile else model
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision]
+    dtype = DTYPES[args.precision]
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
