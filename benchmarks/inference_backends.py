@@ -2,7 +2,10 @@
 
 All rows embed the same sentences (all-MiniLM-L6-v2). "sorted" rows run bertkit's own length-sorted batches
 (the batches ``Predictor`` makes), in the same order; "in order" rows run the padded batches of 32 in input
-order that ``benchmarks/inference.py`` feeds transformers. Median of interleaved runs; ratios are against
+order that ``benchmarks/inference.py`` feeds transformers. bertkit runs two batches at once, one thread each
+(its default, :mod:`bertkit.infer.streams`); its "1 stream" rows run one batch at a time on both threads, as
+the other backends do, and "onnxruntime fp32 in order, 2 streams" gives onnxruntime the same two-at-once
+schedule (two runs in flight on a one-thread session). Median of interleaved runs; ratios are against
 bertkit fp32 end to end (``embed_texts``: tokenize, sort, batch, forward, pool). Then single-request latency:
 one 16-token text, end to end for bertkit and transformers (tokenize + forward), forward only for onnxruntime,
 one backend at a time.
@@ -30,6 +33,7 @@ from bertkit.infer.graph import TorchBackend
 from bertkit.infer.onnx_backend import OnnxBackend
 from bertkit.infer.onnx_export import export_onnx, quantize_onnx
 from bertkit.infer.quantize import calibration_batch, quantize_int8
+from bertkit.infer.streams import Streams, run_batches
 from common import interleaved_medians, machine, minilm_dir, mixed_sentences
 
 
@@ -66,23 +70,33 @@ def main() -> None:
     backends = {"bertkit fp32": TorchBackend(fp32), "bertkit int8": TorchBackend(int8),
                 "onnxruntime fp32": OnnxBackend(onnx_fp32, args.threads),
                 "onnxruntime int8": OnnxBackend(onnx_int8, args.threads)}
+    streams = Streams(2, max(1, args.threads // 2))
+    onnx_one_thread = OnnxBackend(onnx_fp32, max(1, args.threads // 2))
 
-    def run_all(backend, batches):
-        for b in batches:
-            backend.run(b)
+    def run_all(backend, batches, side_by_side=False):
+        for _ in run_batches(backend.run, batches, streams if side_by_side else None):
+            pass
 
     def transformers_e2e():
         with torch.inference_mode():
             for i in range(0, len(texts), bs):
                 ref(**ref_tokenizer(texts[i:i + bs], padding=True, truncation=True, return_tensors="pt"))
 
-    runs = {"bertkit fp32 e2e": lambda: embed_texts(fp32, tokenizer, texts, pooling="mean", batch_size=bs),
-            "bertkit int8 e2e": lambda: embed_texts(int8, tokenizer, texts, pooling="mean", batch_size=bs),
+    def e2e(model, count=None):
+        return lambda: embed_texts(model, tokenizer, texts, pooling="mean", batch_size=bs, streams=count)
+
+    runs = {"bertkit fp32 e2e": e2e(fp32), "bertkit int8 e2e": e2e(int8),
+            "bertkit fp32 e2e, 1 stream": e2e(fp32, 1), "bertkit int8 e2e, 1 stream": e2e(int8, 1),
             "transformers-sdpa e2e": transformers_e2e}
     for name, backend in backends.items():
-        runs[f"{name} sorted"] = lambda b=backend: run_all(b, by_length)
-        runs[f"{name} in order"] = lambda b=backend: run_all(b, in_order)
+        ours = name.startswith("bertkit")
+        runs[f"{name} sorted"] = lambda b=backend, s=ours: run_all(b, by_length, side_by_side=s)
+        if ours:
+            runs[f"{name} sorted, 1 stream"] = lambda b=backend: run_all(b, by_length)
+        runs[f"{name} in order"] = lambda b=backend, s=ours: run_all(b, in_order, side_by_side=s)
+    runs["onnxruntime fp32 in order, 2 streams"] = lambda: run_all(onnx_one_thread, in_order, side_by_side=True)
     times = interleaved_medians(runs, repeats=args.repeats)
+    streams.close()
 
     one = tokenizer.decode(tokenizer.encode(texts[0], max_length=16, truncation=True).ids[1:-1])
     single = tokenizer.batch_encode([one], max_length=16)
@@ -107,10 +121,13 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"# all-MiniLM-L6-v2, {len(texts)} sentences, {real} real tokens, batches of {bs}, "
           f"median of {args.repeats} interleaved runs")
-    print(f"{'run':<30}{'seconds':>9}{'tokens/s':>11}{'bertkit fp32 e2e is':>22}")
+    print(f"{'run':<38}{'seconds':>9}{'tokens/s':>11}{'bertkit fp32 e2e is':>22}")
     base = times["bertkit fp32 e2e"]
     for name, seconds in times.items():
-        print(f"{name:<30}{seconds:>9.3f}{real / seconds:>11.0f}{seconds / base:>21.2f}x")
+        print(f"{name:<38}{seconds:>9.3f}{real / seconds:>11.0f}{seconds / base:>21.2f}x")
+    for label, streams_note in (("", ""), (", 1 stream", " (1 stream)")):
+        ratio = times[f"bertkit fp32 sorted{label}"] / times[f"bertkit int8 sorted{label}"]
+        print(f"# int8 / fp32 on the same sorted batches{streams_note}: {ratio:.2f}x")
     print(f"# single request: {int(single['attention_mask'].sum())} tokens, batch 1, "
           f"median of {args.latency_calls} calls, one backend at a time")
     print(f"{'run':<30}{'ms':>9}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -213,3 +215,26 @@ def test_ids_only_encoding_equals_the_full_encoding(dirs, task):
     rows, cut = p.encode_ids(texts, pairs)
     assert cut == flags and sum(cut) >= 2
     assert [(list(ids), list(types)) for ids, types in rows] == [(e.ids, e.type_ids) for e in encodings]
+
+
+def test_two_streams_give_the_results_of_one_batch_at_a_time(dirs):
+    """Batches run side by side on two worker threads come back in input order, equal to the serial run."""
+    texts = [f"{text} {i}" for i in range(4) for text in TEXTS]  # 24 texts, 12 batches of 2
+    serial = {task: Predictor(dirs[task], batch_size=2, streams=1) for task in ("classify", "tag", "pretrained")}
+    side = {task: Predictor(dirs[task], batch_size=2, streams=2) for task in serial}
+    assert any(t.name.startswith("bertkit-stream") for t in threading.enumerate())
+    for a, b in zip(serial["classify"].classify(texts), side["classify"].classify(texts), strict=True):
+        assert b.probabilities == pytest.approx(a.probabilities, abs=1e-6)
+    for a, b in zip(serial["tag"].tag(texts), side["tag"].tag(texts), strict=True):
+        assert [(e.label, e.start, e.end) for e in b.entities] == [(e.label, e.start, e.end) for e in a.entities]
+    vectors = side["pretrained"].embed(texts).vectors
+    assert np.allclose(vectors, serial["pretrained"].embed(texts).vectors, atol=1e-6)
+    assert np.allclose(vectors, embed_texts(side["pretrained"].model.bert, side["pretrained"].tokenizer, texts,
+                                            batch_size=2, streams=2), atol=1e-6)
+
+
+def test_streams_apply_to_the_torch_backend_on_the_cpu_only(dirs):
+    with pytest.raises(ValueError, match="streams must be >= 1, and above 1 only for the torch backend on the CPU"):
+        Predictor(dirs["classify"], backend="onnx", streams=2)
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        Predictor(dirs["classify"], streams=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from bertkit.infer.batching import length_sorted_batches, pad_rows
+from bertkit.infer.streams import Streams, default_streams, run_batches
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Tokenizer
 
@@ -36,21 +38,34 @@ def embed_texts(
     max_length: int | None = None,
     normalize: bool = False,
     progress: bool = False,
+    streams: int | None = None,
 ) -> np.ndarray:
-    """One float32 vector per text, in input order; texts are batched by length to minimise padding."""
+    """One float32 vector per text, in input order; texts are batched by length to minimise padding.
+
+    ``streams`` batches run at once, each on a share of the CPU threads (:mod:`bertkit.infer.streams`);
+    default 2 where there are 2 or more threads.
+    """
     max_length = max_length or model.config.max_sequence_length
     rows = tokenizer.batch_encode(list(texts), max_length=max_length, padding=False, return_tensors=None)
     ids_rows, type_rows = rows["input_ids"], rows["token_type_ids"]  # ids only: no offsets or tokens to build
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    batches = list(length_sorted_batches([len(r) for r in ids_rows], batch_size))
-    for batch in tqdm(batches, disable=not progress, desc="embed", unit="batch"):
-        inputs = pad_rows([(ids_rows[i], type_rows[i]) for i in batch], tokenizer.pad_id)
+    groups = list(length_sorted_batches([len(r) for r in ids_rows], batch_size))
+    batches = [pad_rows([(ids_rows[i], type_rows[i]) for i in group], tokenizer.pad_id) for group in groups]
+
+    @torch.inference_mode()
+    def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         types = inputs["token_type_ids"] if model.config.has_token_types else None
         hidden = model(inputs["input_ids"], types, inputs["attention_mask"]).last_hidden_state
         vectors = pool(hidden, inputs["attention_mask"], pooling)
-        if normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        out[batch] = vectors.float().numpy()
+        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+
+    count = streams or default_streams()
+    side_by_side = count > 1 and len(batches) >= 2 * count
+    with Streams(count, max(1, torch.get_num_threads() // count)) if side_by_side else nullcontext() as workers:
+        results = run_batches(forward, batches, workers)
+        for group, vectors in tqdm(zip(groups, results, strict=True), total=len(groups), disable=not progress,
+                                   desc="embed", unit="batch"):
+            out[group] = vectors.float().numpy()
     return out
 
 

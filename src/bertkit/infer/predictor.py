@@ -19,6 +19,7 @@ import math
 import os
 import re
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from bertkit.infer.batching import Row, length_sorted_batches, pad_rows
 from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
 from bertkit.infer.graph import TorchBackend
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
+from bertkit.infer.streams import Streams, default_streams, run_batches
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Encoding, Tokenizer
 from bertkit.train.metrics import get_entities
@@ -130,6 +132,9 @@ class Predictor:
             a temporary file when absent).
         quantize: None or "int8": dynamic int8 on the encoder linears chosen by ``recipe``.
         threads: intra-op threads (torch's setting is process-wide; onnxruntime's per session).
+        streams: how many batches the torch backend runs at once on the CPU, each on ``threads / streams``
+            threads (:mod:`bertkit.infer.streams`); default 2 where there are 2 or more threads, else 1.
+            A call that makes one batch runs it on all threads. GPU and onnxruntime run one at a time.
         batch_size, max_tokens: at most this many texts, and padded tokens, per forward.
         max_length: tokens per text before truncation; default the fine-tuning length (task models) or the
             model's position limit.
@@ -138,7 +143,8 @@ class Predictor:
     """
 
     def __init__(self, path: str | os.PathLike, *, backend: str = "torch", quantize: str | None = None,
-                 threads: int | None = None, batch_size: int = 32, max_tokens: int | None = 16384,
+                 threads: int | None = None, streams: int | None = None, batch_size: int = 32,
+                 max_tokens: int | None = 16384,
                  max_length: int | None = None, onnx_path: str | os.PathLike | None = None,
                  recipe: Int8Recipe = DEFAULT_RECIPE, device: str = "cpu", dtype: str = "fp32") -> None:
         if backend not in BACKENDS:
@@ -149,6 +155,10 @@ class Predictor:
             what = "backend='onnx'" if backend == "onnx" else "quantize='int8'"
             raise ValueError(f"{what} runs on the CPU in fp32; device={device!r} and dtype={dtype!r} apply to "
                              "the torch backend without quantisation")
+        on_cpu_torch = backend == "torch" and torch.device(device).type == "cpu"
+        if streams is not None and (streams < 1 or (streams > 1 and not on_cpu_torch)):
+            raise ValueError(f"streams must be >= 1, and above 1 only for the torch backend on the CPU; got "
+                             f"streams={streams} with backend={backend!r}, device={device!r}")
         self.directory = Path(path)
         self.model, self.spec = load_model(self.directory)
         self.tokenizer = Tokenizer.from_pretrained(self.directory)
@@ -159,6 +169,13 @@ class Predictor:
         self._tmp: tempfile.TemporaryDirectory | None = None
         if threads is not None and backend == "torch":
             torch.set_num_threads(threads)
+        self._streams: Streams | None = None
+        if on_cpu_torch:
+            total = threads or torch.get_num_threads()
+            count = streams or default_streams(total)
+            if count > 1:
+                self._streams = Streams(count, max(1, total // count))
+                weakref.finalize(self, self._streams.close)
         if backend == "onnx":
             self.backend = self._onnx_backend(onnx_path, threads, recipe)
         else:
@@ -237,9 +254,10 @@ class Predictor:
     def _batches(self, rows: Sequence[Row]) -> Iterator[tuple[list[int], dict, dict[str, torch.Tensor]]]:
         """(indices into rows, the padded batch, the backend's outputs), longest rows first."""
         lengths = [len(r[0]) for r in rows]
-        for indices in length_sorted_batches(lengths, self.batch_size, self.max_tokens):
-            batch = pad_rows([rows[i] for i in indices], self.tokenizer.pad_id)
-            yield indices, batch, self.backend.run(batch)
+        groups = list(length_sorted_batches(lengths, self.batch_size, self.max_tokens))
+        batches = [pad_rows([rows[i] for i in indices], self.tokenizer.pad_id) for indices in groups]
+        outputs = run_batches(self.backend.run, batches, self._streams)
+        yield from zip(groups, batches, outputs, strict=True)
 
     # --- tasks -----------------------------------------------------------------------------------------
 
