@@ -33,7 +33,7 @@ from bertkit.infer.graph import TorchBackend
 from bertkit.infer.onnx_backend import OnnxBackend
 from bertkit.infer.onnx_export import export_onnx, quantize_onnx
 from bertkit.infer.quantize import calibration_batch, quantize_int8
-from bertkit.infer.streams import Streams, run_batches
+from bertkit.infer.streams import run_batches, streams_for
 from common import interleaved_medians, machine, minilm_dir, mixed_sentences
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     backends = {"bertkit fp32": TorchBackend(fp32), "bertkit int8": TorchBackend(int8),
                 "onnxruntime fp32": OnnxBackend(onnx_fp32, args.threads),
                 "onnxruntime int8": OnnxBackend(onnx_int8, args.threads)}
-    streams = Streams(2, max(1, args.threads // 2))
+    streams = streams_for(2, args.threads)  # the pool embed_texts and Predictor use
     onnx_one_thread = OnnxBackend(onnx_fp32, max(1, args.threads // 2))
 
     def run_all(backend, batches, side_by_side=False):
@@ -96,7 +96,6 @@ def main() -> None:
         runs[f"{name} in order"] = lambda b=backend, s=ours: run_all(b, in_order, side_by_side=s)
     runs["onnxruntime fp32 in order, 2 streams"] = lambda: run_all(onnx_one_thread, in_order, side_by_side=True)
     times = interleaved_medians(runs, repeats=args.repeats)
-    streams.close()
 
     one = tokenizer.decode(tokenizer.encode(texts[0], max_length=16, truncation=True).ids[1:-1])
     single = tokenizer.batch_encode([one], max_length=16)

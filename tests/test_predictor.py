@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -222,7 +220,7 @@ def test_two_streams_give_the_results_of_one_batch_at_a_time(dirs):
     texts = [f"{text} {i}" for i in range(4) for text in TEXTS]  # 24 texts, 12 batches of 2
     serial = {task: Predictor(dirs[task], batch_size=2, streams=1) for task in ("classify", "tag", "pretrained")}
     side = {task: Predictor(dirs[task], batch_size=2, streams=2) for task in serial}
-    assert any(t.name.startswith("bertkit-stream") for t in threading.enumerate())
+    assert all(p.streams is None for p in serial.values()) and all(p.streams.count == 2 for p in side.values())
     for a, b in zip(serial["classify"].classify(texts), side["classify"].classify(texts), strict=True):
         assert b.probabilities == pytest.approx(a.probabilities, abs=1e-6)
     for a, b in zip(serial["tag"].tag(texts), side["tag"].tag(texts), strict=True):
@@ -234,7 +232,10 @@ def test_two_streams_give_the_results_of_one_batch_at_a_time(dirs):
 
 
 def test_streams_apply_to_the_torch_backend_on_the_cpu_only(dirs):
-    with pytest.raises(ValueError, match="streams must be >= 1, and above 1 only for the torch backend on the CPU"):
+    with pytest.raises(ValueError, match="streams above 1 apply to the torch backend on the CPU only"):
         Predictor(dirs["classify"], backend="onnx", streams=2)
-    with pytest.raises(ValueError, match="streams must be >= 1"):
+    with pytest.raises(ValueError, match="streams must be a whole number >= 1, got 0"):
         Predictor(dirs["classify"], streams=0)
+    with pytest.raises(ValueError, match="streams must be a whole number >= 1, got -1"):
+        p = Predictor(dirs["pretrained"])
+        embed_texts(p.model.bert, p.tokenizer, TEXTS, streams=-1)

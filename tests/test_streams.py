@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from bertkit.infer.streams import Streams, default_streams, run_batches
+from bertkit.infer.streams import Streams, default_streams, run_batches, streams_for
 
 
 def thread_count_in_a_new_thread() -> int:
@@ -22,34 +22,44 @@ def thread_count_in_a_new_thread() -> int:
 def test_map_keeps_input_order_and_runs_each_worker_on_its_own_thread_count():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    both_busy = threading.Barrier(2, timeout=10)  # passes only when two items run at the same time
     try:
         with Streams(2, 1) as streams:
             assert torch.get_num_threads() == 2 and thread_count_in_a_new_thread() == 2  # default given back
 
             def work(i: int) -> tuple[int, str, int]:
-                time.sleep(0.02 * (i % 3))  # uneven work: later items finish first unless order is kept
+                if i < 2:
+                    both_busy.wait()
+                time.sleep(0.01 * (i % 3))  # uneven work: later items finish first unless order is kept
                 return i, threading.current_thread().name, torch.get_num_threads()
 
             results = list(streams.map(work, range(12)))
     finally:
         torch.set_num_threads(before)
     assert [r[0] for r in results] == list(range(12))
-    assert {r[1] for r in results} == {"bertkit-stream-0", "bertkit-stream-1"}
+    assert {r[1] for r in results[:2]} == {"bertkit-stream-0", "bertkit-stream-1"}
     assert {r[2] for r in results} == {1}
 
 
 def test_map_holds_at_most_two_items_per_stream_ahead_of_the_consumer():
-    started = []
+    started, go = [], threading.Event()
 
     def work(i: int) -> int:
         started.append(i)
+        go.wait(10)
         return i
 
     with Streams(2, 1) as streams:
         results = streams.map(work, range(100))
-        assert next(results) == 0
+        consumer = threading.Thread(target=next, args=(results,))  # queues items, then waits for item 0
+        consumer.start()
+        deadline = time.monotonic() + 10
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(0.05)
-        assert len(started) <= 4
+        assert sorted(started) == [0, 1] and streams._jobs.qsize() == 2  # two running, two queued, none beyond
+        go.set()
+        consumer.join()
         assert list(results) == list(range(1, 100))
 
 
@@ -63,6 +73,8 @@ def test_an_error_in_a_batch_reaches_the_caller_and_the_streams_keep_working():
         with pytest.raises(ValueError, match="batch 3 is broken"):
             list(streams.map(work, range(8)))
         assert list(streams.map(lambda i: i * 2, range(6))) == [0, 2, 4, 6, 8, 10]
+    with pytest.raises(RuntimeError, match="closed"):
+        next(streams.map(lambda i: i, range(2)))
 
 
 def test_few_batches_run_in_the_caller_on_all_its_threads():
@@ -74,7 +86,13 @@ def test_few_batches_run_in_the_caller_on_all_its_threads():
     assert list(run_batches(lambda b: b + 1, [1, 2], None)) == [2, 3]
 
 
-def test_default_is_two_streams_only_with_threads_to_share():
+def test_pools_are_shared_and_one_stream_means_none():
+    assert streams_for(1, 4) is None and streams_for(None, 1) is None
+    pool = streams_for(2, 2)
+    assert pool is streams_for(None, 2) and (pool.count, pool.threads) == (2, 1)
     assert default_streams(1) == 1 and default_streams(2) == 2 and default_streams(16) == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="streams must be a whole number >= 1"):
+            streams_for(bad)
     with pytest.raises(ValueError, match="must be >= 1"):
         Streams(0, 1)

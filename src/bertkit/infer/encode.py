@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from bertkit.infer.batching import length_sorted_batches, pad_rows
-from bertkit.infer.streams import Streams, default_streams, run_batches
+from bertkit.infer.streams import run_batches, streams_for
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Tokenizer
 
@@ -59,10 +59,7 @@ def embed_texts(
         vectors = pool(hidden, inputs["attention_mask"], pooling)
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
-    count = streams or default_streams()
-    side_by_side = count > 1 and len(batches) >= 2 * count
-    with Streams(count, max(1, torch.get_num_threads() // count)) if side_by_side else nullcontext() as workers:
-        results = run_batches(forward, batches, workers)
+    with closing(run_batches(forward, batches, streams_for(streams))) as results:
         for group, vectors in tqdm(zip(groups, results, strict=True), total=len(groups), disable=not progress,
                                    desc="embed", unit="batch"):
             out[group] = vectors.float().numpy()

@@ -19,8 +19,8 @@ import math
 import os
 import re
 import tempfile
-import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from bertkit.infer.batching import Row, length_sorted_batches, pad_rows
 from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
 from bertkit.infer.graph import TorchBackend
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
-from bertkit.infer.streams import Streams, default_streams, run_batches
+from bertkit.infer.streams import check_streams, run_batches, streams_for
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Encoding, Tokenizer
 from bertkit.train.metrics import get_entities
@@ -134,7 +134,8 @@ class Predictor:
         threads: intra-op threads (torch's setting is process-wide; onnxruntime's per session).
         streams: how many batches the torch backend runs at once on the CPU, each on ``threads / streams``
             threads (:mod:`bertkit.infer.streams`); default 2 where there are 2 or more threads, else 1.
-            A call that makes one batch runs it on all threads. GPU and onnxruntime run one at a time.
+            A call that makes fewer than two batches per stream runs them one by one on all threads. GPU and
+            onnxruntime run one batch at a time.
         batch_size, max_tokens: at most this many texts, and padded tokens, per forward.
         max_length: tokens per text before truncation; default the fine-tuning length (task models) or the
             model's position limit.
@@ -155,10 +156,11 @@ class Predictor:
             what = "backend='onnx'" if backend == "onnx" else "quantize='int8'"
             raise ValueError(f"{what} runs on the CPU in fp32; device={device!r} and dtype={dtype!r} apply to "
                              "the torch backend without quantisation")
+        check_streams(streams)
         on_cpu_torch = backend == "torch" and torch.device(device).type == "cpu"
-        if streams is not None and (streams < 1 or (streams > 1 and not on_cpu_torch)):
-            raise ValueError(f"streams must be >= 1, and above 1 only for the torch backend on the CPU; got "
-                             f"streams={streams} with backend={backend!r}, device={device!r}")
+        if streams is not None and streams > 1 and not on_cpu_torch:
+            raise ValueError(f"streams above 1 apply to the torch backend on the CPU only; got streams={streams} "
+                             f"with backend={backend!r}, device={device!r}")
         self.directory = Path(path)
         self.model, self.spec = load_model(self.directory)
         self.tokenizer = Tokenizer.from_pretrained(self.directory)
@@ -169,19 +171,13 @@ class Predictor:
         self._tmp: tempfile.TemporaryDirectory | None = None
         if threads is not None and backend == "torch":
             torch.set_num_threads(threads)
-        self._streams: Streams | None = None
-        if on_cpu_torch:
-            total = threads or torch.get_num_threads()
-            count = streams or default_streams(total)
-            if count > 1:
-                self._streams = Streams(count, max(1, total // count))
-                weakref.finalize(self, self._streams.close)
         if backend == "onnx":
             self.backend = self._onnx_backend(onnx_path, threads, recipe)
         else:
             if quantize == "int8":
                 quantize_int8(self.model, recipe, [calibration_batch(self.tokenizer)])
             self.backend = TorchBackend(self.model, device, dtype)
+        self.streams = streams_for(streams, threads) if on_cpu_torch else None
 
     def _onnx_backend(self, onnx_path: str | os.PathLike | None, threads: int | None, recipe: Int8Recipe):
         from bertkit.infer.onnx_backend import OnnxBackend
@@ -256,8 +252,8 @@ class Predictor:
         lengths = [len(r[0]) for r in rows]
         groups = list(length_sorted_batches(lengths, self.batch_size, self.max_tokens))
         batches = [pad_rows([rows[i] for i in indices], self.tokenizer.pad_id) for indices in groups]
-        outputs = run_batches(self.backend.run, batches, self._streams)
-        yield from zip(groups, batches, outputs, strict=True)
+        with closing(run_batches(self.backend.run, batches, self.streams)) as outputs:
+            yield from zip(groups, batches, outputs, strict=True)
 
     # --- tasks -----------------------------------------------------------------------------------------
 

@@ -8,16 +8,19 @@ batches of 32, two streams of one thread ran 1.13-1.18x faster end to end than o
 threads, in fp32 and int8 alike (``benchmarks/inference_backends.py``, figures in ``benchmarks/RESULTS.md``).
 
 A call with few batches (fewer than two per stream) runs them one at a time in the caller, on all of its
-threads: streams add throughput, never latency.
+threads, so a single request keeps its latency.
 
 torch's thread count is per thread (OpenMP), but :func:`torch.set_num_threads` also sets the default that
 threads started later take. Each worker therefore takes its count once, at start, and the pool then gives
-the process its previous default back.
+the process its previous default back. Pools are made once per shape and shared (:func:`shared_streams`),
+so that dance happens once, under a lock, and two models in one process share the same workers instead
+of oversubscribing the cores.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,10 +32,17 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
+_CREATING = threading.Lock()
+
 
 def default_streams(threads: int | None = None) -> int:
     """2 when there are at least 2 CPU threads to share, else 1."""
     return 2 if (threads or torch.get_num_threads()) >= 2 else 1
+
+
+def check_streams(streams: int | None) -> None:
+    if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
+        raise ValueError(f"streams must be a whole number >= 1, got {streams!r}")
 
 
 class Streams:
@@ -46,19 +56,28 @@ class Streams:
             raise ValueError(f"streams and threads per stream must be >= 1, got {count} and {threads}")
         self.count, self.threads = count, threads
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
         default = torch.get_num_threads()
         ready = threading.Barrier(count + 1)
         self._workers = [threading.Thread(target=self._work, args=(ready,), name=f"bertkit-stream-{i}",
                                           daemon=True) for i in range(count)]
-        for worker in self._workers:
-            worker.start()
-        ready.wait()
-        torch.set_num_threads(default)  # the workers' setting leaked into the process default; restore it
+        try:
+            for worker in self._workers:
+                worker.start()
+            ready.wait()
+        except BaseException:
+            ready.abort()  # workers already waiting give up and exit
+            raise
+        finally:
+            torch.set_num_threads(default)  # the workers' setting leaked into the process default; restore it
 
     def _work(self, ready: threading.Barrier) -> None:
         torch.get_num_threads()  # take the process default first, so the setting below is not overwritten
         torch.set_num_threads(self.threads)
-        ready.wait()
+        try:
+            ready.wait()
+        except threading.BrokenBarrierError:
+            return
         while (job := self._jobs.get()) is not None:
             future, fn, item = job
             if future.set_running_or_notify_cancel():
@@ -68,7 +87,12 @@ class Streams:
                     future.set_exception(error)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """``fn(item)`` for every item, in order; at most ``2 * count`` items are queued or held at once."""
+        """``fn(item)`` for every item, in order; at most ``2 * count`` items are queued or held at once.
+
+        Stopping early (closing the generator, or an error from one item) cancels the items not yet started.
+        """
+        if self._closed:
+            raise RuntimeError("these streams are closed")
         pending: collections.deque[Future] = collections.deque()
         try:
             for item in items:
@@ -80,11 +104,12 @@ class Streams:
             while pending:
                 yield pending.popleft().result()
         finally:
-            for future in pending:  # the consumer stopped early or a job failed: drop what has not started
+            for future in pending:
                 future.cancel()
 
     def close(self) -> None:
         """Stop the workers once the queued jobs are done."""
+        self._closed = True
         for _ in self._workers:
             self._jobs.put(None)
         for worker in self._workers:
@@ -97,6 +122,26 @@ class Streams:
         self.close()
 
 
+def streams_for(streams: int | None, threads: int | None = None) -> Streams | None:
+    """The shared pool that splits ``threads`` (default: torch's count) into ``streams`` (default:
+    :func:`default_streams`), or None when that is one stream."""
+    check_streams(streams)
+    total = threads or torch.get_num_threads()
+    count = streams or default_streams(total)
+    return shared_streams(count, max(1, total // count)) if count > 1 else None
+
+
+def shared_streams(count: int, threads: int) -> Streams:
+    """The process's one pool of ``count`` streams of ``threads`` threads each, made on first use."""
+    with _CREATING:
+        return _make_shared(count, threads)
+
+
+@functools.cache
+def _make_shared(count: int, threads: int) -> Streams:
+    return Streams(count, threads)
+
+
 def run_batches(fn: Callable[[T], R], batches: Sequence[T], streams: Streams | None) -> Iterator[R]:
     """``fn`` over ``batches`` in order: on ``streams`` when given and there are at least two batches per
     stream, else here in the caller on all of its threads.
@@ -105,5 +150,7 @@ def run_batches(fn: Callable[[T], R], batches: Sequence[T], streams: Streams | N
     a batch on its share of the threads: slower than one batch at a time on all of them.
     """
     if streams is None or len(batches) < 2 * streams.count:
-        return map(fn, batches)
-    return streams.map(fn, batches)
+        for batch in batches:
+            yield fn(batch)
+    else:
+        yield from streams.map(fn, batches)
