@@ -5,7 +5,7 @@ operator, and many operators of a small encoder (LayerNorm, attention over short
 copies) are too small to split well. Two batches in flight, each on half the threads,
 keep every core busy without those waits. On 2 AVX2 cores, embedding 512 sentences with all-MiniLM-L6-v2 in
 batches of 32, two streams of one thread ran 1.13-1.18x faster end to end than one batch at a time on both
-threads, in fp32 and int8 alike (``benchmarks/inference_backends.py``, figures in ``benchmarks/RESULTS.md``).
+threads, in fp32 and int8 alike (``benchmarks/inference.py``, figures in ``benchmarks/RESULTS.md``).
 
 A call with few batches (fewer than two per stream) runs them one at a time in the caller, on all of its
 threads, so a single request keeps its latency.
