@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 
@@ -96,3 +98,19 @@ def test_pools_are_shared_and_one_stream_means_none():
             streams_for(bad)
     with pytest.raises(ValueError, match="must be >= 1"):
         Streams(0, 1)
+
+
+def _map_in_child(streams: Streams, out) -> None:
+    out.put(list(streams.map(lambda i: i + 1, range(6))))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_restarts_the_workers_it_did_not_inherit():
+    with Streams(2, 1) as streams:
+        assert list(streams.map(lambda i: i, range(4))) == [0, 1, 2, 3]
+        context = multiprocessing.get_context("fork")
+        out = context.Queue()
+        child = context.Process(target=_map_in_child, args=(streams, out))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0 and out.get(timeout=5) == [1, 2, 3, 4, 5, 6]

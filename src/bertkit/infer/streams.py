@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,12 +56,18 @@ class Streams:
         if count < 1 or threads < 1:
             raise ValueError(f"streams and threads per stream must be >= 1, got {count} and {threads}")
         self.count, self.threads = count, threads
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        self._starting = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        """Start the workers (again in a forked child, which inherits the pool but none of its threads)."""
+        self._pid = os.getpid()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         default = torch.get_num_threads()
-        ready = threading.Barrier(count + 1)
+        ready = threading.Barrier(self.count + 1)
         self._workers = [threading.Thread(target=self._work, args=(ready,), name=f"bertkit-stream-{i}",
-                                          daemon=True) for i in range(count)]
+                                          daemon=True) for i in range(self.count)]
         try:
             for worker in self._workers:
                 worker.start()
@@ -93,6 +100,10 @@ class Streams:
         """
         if self._closed:
             raise RuntimeError("these streams are closed")
+        if self._pid != os.getpid():
+            with self._starting:
+                if self._pid != os.getpid():
+                    self._start()
         pending: collections.deque[Future] = collections.deque()
         try:
             for item in items:
