@@ -2,10 +2,10 @@
 
 One forward split across all threads (intra-op parallelism) has the threads meet at the end of every
 operator, and many operators of a small encoder (LayerNorm, attention over short texts, the padding
-copies) are too small to split well. Two batches in flight, each on half the threads,
-keep every core busy without those waits. On 2 AVX2 cores, embedding 512 sentences with all-MiniLM-L6-v2 in
-batches of 32, two streams of one thread ran 1.13-1.18x faster end to end than one batch at a time on both
-threads, in fp32 and int8 alike (``benchmarks/inference.py``, figures in ``benchmarks/RESULTS.md``).
+copies) are too small to split well. Two batches in flight, each on half the threads, keep every core
+busy without those waits. On 2 AVX2 cores, embedding 512 sentences with all-MiniLM-L6-v2 in batches of 32,
+two streams of one thread ran 1.07-1.18x faster end to end in fp32 and 1.13-1.19x in int8 than one batch
+at a time on both threads, over five runs (``benchmarks/inference.py``, figures in ``benchmarks/RESULTS.md``).
 
 A call with few batches (fewer than two per stream) runs them one at a time in the caller, on all of its
 threads, so a single request keeps its latency.
