@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from bertkit.infer.streams import Streams, run_batches
+
 Row = tuple[Sequence[int], Sequence[int]]  # token ids, token type ids
+R = TypeVar("R")
 
 
 def length_sorted_batches(lengths: Sequence[int], max_batch: int, max_tokens: int | None = None) -> Iterator[list[int]]:
@@ -42,3 +47,14 @@ def pad_rows(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
         ids[row, :n], types[row, :n], mask[row, :n] = r_ids, r_types, 1
     return {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types),
             "attention_mask": torch.from_numpy(mask)}
+
+
+def run_padded(rows: Sequence[Row], groups: Sequence[list[int]], pad_id: int,
+               run: Callable[[dict[str, torch.Tensor]], R], streams: Streams | None,
+               ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], R]]:
+    """(indices, padded batch, ``run(batch)``) for each group of row indices, in order; the batches run on
+    ``streams`` as :func:`bertkit.infer.streams.run_batches` decides. Closing this early cancels the batches
+    not yet started."""
+    batches = [pad_rows([rows[i] for i in group], pad_id) for group in groups]
+    with closing(run_batches(run, batches, streams)) as outputs:
+        yield from zip(groups, batches, outputs, strict=True)

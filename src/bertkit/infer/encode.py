@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bertkit.infer.batching import length_sorted_batches, pad_rows
-from bertkit.infer.streams import run_batches, streams_for
+from bertkit.infer.batching import length_sorted_batches, run_padded
+from bertkit.infer.streams import streams_for
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Tokenizer
 
@@ -46,11 +46,10 @@ def embed_texts(
     default 2 where there are 2 or more threads.
     """
     max_length = max_length or model.config.max_sequence_length
-    rows = tokenizer.batch_encode(list(texts), max_length=max_length, padding=False, return_tensors=None)
-    ids_rows, type_rows = rows["input_ids"], rows["token_type_ids"]  # ids only: no offsets or tokens to build
+    encoded = tokenizer.batch_encode(list(texts), max_length=max_length, padding=False, return_tensors=None)
+    ids_rows, type_rows = encoded["input_ids"], encoded["token_type_ids"]  # ids only: no offsets or tokens to build
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     groups = list(length_sorted_batches([len(r) for r in ids_rows], batch_size))
-    batches = [pad_rows([(ids_rows[i], type_rows[i]) for i in group], tokenizer.pad_id) for group in groups]
 
     @torch.inference_mode()
     def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -59,9 +58,9 @@ def embed_texts(
         vectors = pool(hidden, inputs["attention_mask"], pooling)
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
-    with closing(run_batches(forward, batches, streams_for(streams))) as results:
-        for group, vectors in tqdm(zip(groups, results, strict=True), total=len(groups), disable=not progress,
-                                   desc="embed", unit="batch"):
+    rows = list(zip(ids_rows, type_rows, strict=True))
+    with closing(run_padded(rows, groups, tokenizer.pad_id, forward, streams_for(streams))) as results:
+        for group, _, vectors in tqdm(results, total=len(groups), disable=not progress, desc="embed", unit="batch"):
             out[group] = vectors.float().numpy()
     return out
 

@@ -20,7 +20,6 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,11 @@ from bertkit.config import BertConfig
 from bertkit.data.tasks.families import TaskSpec, head_class
 from bertkit.data.tasks.qa import decode_qa, encode_qa
 from bertkit.data.tasks.readers import QAExample
-from bertkit.infer.batching import Row, length_sorted_batches, pad_rows
+from bertkit.infer.batching import Row, length_sorted_batches, run_padded
 from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
 from bertkit.infer.graph import TorchBackend
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
-from bertkit.infer.streams import check_streams, run_batches, streams_for
+from bertkit.infer.streams import check_streams, streams_for
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Encoding, Tokenizer
 from bertkit.train.metrics import get_entities
@@ -249,11 +248,8 @@ class Predictor:
 
     def _batches(self, rows: Sequence[Row]) -> Iterator[tuple[list[int], dict, dict[str, torch.Tensor]]]:
         """(indices into rows, the padded batch, the backend's outputs), longest rows first."""
-        lengths = [len(r[0]) for r in rows]
-        groups = list(length_sorted_batches(lengths, self.batch_size, self.max_tokens))
-        batches = [pad_rows([rows[i] for i in indices], self.tokenizer.pad_id) for indices in groups]
-        with closing(run_batches(self.backend.run, batches, self.streams)) as outputs:
-            yield from zip(groups, batches, outputs, strict=True)
+        groups = list(length_sorted_batches([len(r[0]) for r in rows], self.batch_size, self.max_tokens))
+        return run_padded(rows, groups, self.tokenizer.pad_id, self.backend.run, self.streams)
 
     # --- tasks -----------------------------------------------------------------------------------------
 
