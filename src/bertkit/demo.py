@@ -31,6 +31,7 @@ import torch
 from bertkit.data.corpus import expand_inputs
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
+from bertkit.files import write_text
 from bertkit.infer.encode import fill_mask
 from bertkit.model import BertForPreTraining
 from bertkit.tokenizer import Tokenizer
@@ -106,10 +107,7 @@ def python_docs_corpus(max_chars: int | None = None) -> list[str]:
 
 def write_corpus(documents: list[str], path: Path) -> Path:
     """One document per paragraph block, separated by blank lines; written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n\n".join(documents) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------- the run

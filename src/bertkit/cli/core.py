@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertkit.cli.common import UsageError
+from bertkit.files import atomic_write
 
 if TYPE_CHECKING:
     from bertkit.config import BertConfig
@@ -107,7 +108,6 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    import numpy as np
 
     from bertkit.infer.encode import embed_texts
     from bertkit.model import BertModel
@@ -125,10 +125,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     vectors = embed_texts(model, tokenizer, texts, pooling=args.pooling, batch_size=args.batch_size,
                           normalize=args.normalize, progress=len(texts) >= 1000)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp.npy")
-    np.save(tmp, vectors)
-    tmp.replace(output)
+    atomic_write(output, lambda tmp: _save_npy(tmp, vectors))
     print(f"wrote {output}: {vectors.shape[0]} x {vectors.shape[1]} ({args.pooling} pooling)")
     if args.similarity:
         _print_similarities(texts, vectors)
@@ -137,6 +134,14 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
         plot_embeddings(vectors, texts, args.plot, title=f"{Path(args.input).name}: {args.pooling} pooling, PCA")
         print(f"wrote {args.plot}: 2-D PCA projection of the {len(texts)} embeddings")
+
+
+def _save_npy(path: Path, array) -> None:
+    """``np.save`` to exactly ``path`` (given a name, it would append ``.npy``)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 def _print_similarities(texts: list[str], vectors) -> None:

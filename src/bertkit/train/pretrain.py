@@ -132,11 +132,20 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
 
     Every check that can fail (shards, tokenizer, model, an existing run folder) runs before training starts.
     With ``dist`` (from ``init_distributed``) each rank trains on its own share of the shards; only rank 0 writes.
+    The run folder is locked for the whole run (:class:`~bertkit.train.checkpointing.RunLock`). Resuming a run that
+    already finished trains nothing and returns its recorded summary with ``already_finished=True``.
     """
     dist = dist or DistInfo.single()
+    with ckpt.RunLock(settings.out_dir, enabled=dist.is_main):
+        return _run_pretraining(settings, dist)
+
+
+def _run_pretraining(settings: PretrainSettings, dist: DistInfo) -> dict[str, Any]:
     out_dir = Path(settings.out_dir)
     resuming = ckpt.resume_point(out_dir, settings.resume, METRICS_FILE) is not None
     run_info = ckpt.read_run_file(out_dir / RUN_FILE, settings, _RUN_DEFINING, "pretraining") if resuming else {}
+    if "summary" in run_info:
+        return ckpt.finished_run(out_dir, run_info)
     shards = ShardSet(settings.data)
     phase2 = _phase2_shards(settings, shards)
     tokenizer = resolve_tokenizer(settings, shards)
