@@ -22,14 +22,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     manifest = prepare(args.corpus, args.tokenizer, args.out, max_seq_len=args.max_seq_len, workers=args.workers,
                        seed=args.seed, dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob,
-                       text_field=args.text_field, arch=args.arch)
+                       text_field=args.text_field, arch=args.arch, strict=args.strict)
     counts = manifest["counts"]
     labelled = {"not_next": "NotNext", "swapped": "swapped"}
     kind = next((f"{counts[k]} {name}" for k, name in labelled.items() if k in counts), "packed full sentences")
     print(f"wrote {args.out} ({manifest['objective']} objective): {len(manifest['shards'])} shard(s), "
           f"{counts['instances']} instances ({kind}), {counts['tokens']} tokens from {counts['documents']} "
-          f"documents in {counts['files']} file(s)" + (f"; skipped {counts['skipped_files']} file(s)"
-                                                        if counts["skipped_files"] else ""))
+          f"documents in {counts['files']} file(s)" + (f"; skipped {counts['skipped_files']} file(s) that are "
+                                                        "not UTF-8 text" if counts["skipped_files"] else ""))
 
 
 def _settings(args: argparse.Namespace):
@@ -99,6 +99,8 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dupe-factor", type=int, default=1, help="passes over the corpus, each split differently")
     p.add_argument("--short-seq-prob", type=float, default=0.1)
     p.add_argument("--text-field", default="text", help="JSON field holding the text in .jsonl files")
+    p.add_argument("--strict", action="store_true", help="refuse a file that is not UTF-8 text (default: skip it "
+                                                         "with a warning)")
     p.set_defaults(handler=cmd_prepare)
 
 

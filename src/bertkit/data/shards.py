@@ -123,6 +123,8 @@ def write_manifest(out_dir: str, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def read_manifest(shard_dir: str) -> dict[str, Any]:
     path = os.path.join(shard_dir, MANIFEST)
+    if os.path.isfile(shard_dir):
+        raise ShardError(f"{shard_dir}: a file, but a shard set is a folder (written by `bertkit prepare`)")
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
@@ -130,6 +132,10 @@ def read_manifest(shard_dir: str) -> dict[str, Any]:
         raise ShardError(f"{path}: no manifest; is {shard_dir!r} a shard set written by prepare?") from None
     except json.JSONDecodeError as err:
         raise ShardError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise ShardError(f"{path}: not UTF-8 text") from None
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{path}: a JSON object expected")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise ShardError(
             f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}, "
