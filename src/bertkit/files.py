@@ -26,8 +26,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     Returns ``path`` as a :class:`Path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as err:
+        raise naming(err, path) from err
     os.close(fd)
     tmp = Path(name)
     try:
@@ -35,11 +38,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         os.chmod(tmp, 0o666 & ~current_umask())
         fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise naming(err, path) from err
         raise
     fsync_dir(path.parent)
     return path
+
+
+def naming(err: OSError, path: str | os.PathLike) -> OSError:
+    """The same error (same class, errno and reason) naming ``path``, the file the user asked for, rather than
+    the temporary file it happened on."""
+    return OSError(err.errno, err.strerror, str(path)) if err.errno is not None else err
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

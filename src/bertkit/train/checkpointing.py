@@ -174,7 +174,8 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp_dir)``, fsync what it wrote, then rename ``tmp_dir`` to ``final``.
 
     An existing ``final`` is replaced only after the new directory is complete. If ``write`` raises,
-    the temporary directory is removed and a :class:`CheckpointError` naming ``final`` is raised.
+    the temporary directory is removed and an error naming ``final`` is raised: the ``OSError`` of a full or
+    read-only disk, a :class:`CheckpointError` for anything else.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
@@ -186,6 +187,8 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
         files.fsync_tree(tmp)
     except Exception as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno is not None:  # a full or read-only disk, say
+            raise files.naming(err, final) from err
         raise CheckpointError(f"writing {final} failed, previous checkpoints are intact: {err}") from err
     if final.exists():
         trash = final.parent / f".tmp-trash-{final.name}-{os.getpid()}"
