@@ -165,3 +165,19 @@ def test_a_failing_disk_is_one_line_and_leaves_no_temporary_file(world, tmp_path
     assert {errno.ENOSPC: "disk full", errno.EROFS: "read-only"}[fault] in lines[0] and str(out) in lines[0]
     left = [p.name for p in out.rglob("*") if p.name.endswith(files.TEMP_SUFFIX) or ".tmp-" in p.name]
     assert left == []
+
+
+def test_finetune_and_distill_refuse_a_folder_another_process_holds(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from bertkit.train.checkpointing import "
+                               "RunLock; RunLock(sys.argv[1]).__enter__(); print('held', flush=True); time.sleep(60)",
+                               str(out)], env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        for argv in (f"finetune --task classify --model {world}/model --train {world}/train.jsonl --out {out}",
+                     f"distill --teacher {world}/model --data {world}/none --out {out}"):
+            code, err = run_cli(argv.split(), capsys)
+            assert code == 1 and err.count("\n") == 1 and f"in use by process {holder.pid}" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
