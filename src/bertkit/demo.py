@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from bertkit.data.corpus import expand_inputs
+from bertkit.data.corpus import text_files
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
 from bertkit.files import write_text
@@ -140,7 +140,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
         echo("gathering Python's bundled documentation (stdlib docstrings, pydoc topics) ...")
         inputs = [str(write_corpus(python_docs_corpus(settings.max_corpus_chars), out / "corpus.txt"))]
     echo(f"training a WordPiece vocabulary of {settings.vocab_size} ...")
-    tokenizer = Tokenizer.train(expand_inputs(inputs), vocab_size=settings.vocab_size)
+    tokenizer = Tokenizer.train(text_files(inputs)[0], vocab_size=settings.vocab_size)  # skips as prepare does
     tokenizer.save_pretrained(out / "tokenizer")
     echo("preparing shards (sentence pairs for NSP) ...")
     manifest = prepare(inputs, str(out / "tokenizer"), str(out / "shards"), max_seq_len=settings.max_seq_len,
