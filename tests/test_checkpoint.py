@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 
 from bertkit import (
@@ -16,7 +17,6 @@ from bertkit import (
 )
 from bertkit.checkpoint.io import CheckpointError
 
-transformers = pytest.importorskip("transformers")
 CONFIG = BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=100, max_position_embeddings=40)
 

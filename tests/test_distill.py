@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from bertkit import BertConfig, BertForPreTraining, BertModel
 from bertkit.cli import main
@@ -249,7 +250,6 @@ def distill_args(data, teacher_dir, out: Path, *extra: str) -> list[str]:
 
 
 def test_cli_writes_a_distilbert_checkpoint_that_transformers_loads(data, teacher_dir, tmp_path, capsys):
-    transformers = pytest.importorskip("transformers")
     out = tmp_path / "student"
     assert main(distill_args(data, teacher_dir, out, "--max-steps", "3")) == 0
     printed = capsys.readouterr().out

@@ -11,17 +11,16 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 import torch
+import uvicorn
 
 from bertkit.infer.memory import HeapTrimmer, release_free_memory
 from bertkit.infer.predictor import Predictor
+from bertkit.serve.app import ServeSettings, create_app  # noqa: E402
 from bertkit.serve.batcher import MicroBatcher
 from infer_toys import make_model_dirs
-
-httpx = pytest.importorskip("httpx")
-uvicorn = pytest.importorskip("uvicorn")
-from bertkit.serve.app import ServeSettings, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
