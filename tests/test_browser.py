@@ -25,6 +25,7 @@ import websocket
 from bertkit import BertConfig, BertForPreTraining
 from bertkit.inspect.explain import explain, write_page
 from conftest import IN_CI, NO_CHROMIUM
+from pictures import assert_drawn_png
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -203,7 +204,8 @@ def test_page_renders_switches_head_and_shows_hover_without_errors(browser, page
     assert tip is not None and "[SEP] → [SEP]" in tip and re.search(r"weight \d\.\d{4}", tip)
 
     shot = browser.screenshot(tmp_path / "explain.png")
-    assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
+    width, height = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    assert_drawn_png(shot, width, height, min_inked=0.05)  # the whole page, not only the viewport
     assert page.errors() == []
 
 
