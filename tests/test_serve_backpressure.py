@@ -164,6 +164,9 @@ def test_a_half_sent_request_is_closed_at_the_read_timeout(model_dir, sent):
                 pass
             elapsed = time.monotonic() - started
         assert httpx.get(f"{server.url}/healthz").status_code == 200
+        if b"Content-Length" in sent:  # the handler waiting for the body was answered, and counted, as 408
+            series = 'bertkit_requests_total{endpoint="embed",status="408"}'
+            assert wait_until(lambda: metric(httpx.get(f"{server.url}/metrics").text, series) == 1)
     assert elapsed < 10
 
 
@@ -222,3 +225,15 @@ def test_the_batcher_cuts_large_jobs_and_drops_cancelled_and_expired_ones():
     finally:
         batcher.close(10)
     assert calls == [["held"], ["w1", "w2"], ["w3"]]
+
+
+def test_the_batcher_weighs_items_so_a_call_of_heavy_items_holds_fewer():
+    calls = []
+    batcher = MicroBatcher(lambda kind, items: calls.append(list(items)) or items, max_batch=4, max_wait_ms=0)
+    try:
+        assert batcher.submit("k", list("abcde"), weights=[3, 3, 9, 1, 1]).result(10) == list("abcde")
+        with pytest.raises(ValueError, match="one integer >= 1 per item"):
+            batcher.submit("k", ["a", "b"], weights=[1])
+    finally:
+        batcher.close(10)
+    assert calls == [["a"], ["b"], ["c"], ["d", "e"]]  # each call within a weight of 4; 9 alone

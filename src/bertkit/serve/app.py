@@ -17,10 +17,14 @@ Every error is JSON ``{"error": message, "status": code}``: 413 for a body or te
 a malformed request (wrong types, missing contexts, a text over the character limit), 401 for a missing or
 wrong API key, 400 for a body that is not valid JSON or UTF-8, 503 with ``Retry-After`` when the queue is
 full, 504 when a request passes its deadline (``request_timeout_s``; its work is dropped). A request whose
-client hangs up is dropped before the model runs it (logged as status 499). The model runs on one worker
-thread (:mod:`bertkit.serve.batcher`); on shutdown the server stops accepting, finishes what is in flight,
-then stops the worker. After a model call the worker returns freed heap memory to the OS at most once per
-``trim_interval_s`` (:mod:`bertkit.infer.memory`), which keeps the resident size flat under load.
+client hangs up is dropped before the model runs it (counted as status 499; one whose body never arrived
+whole, as 408). uvicorn's side (a deadline on reading a request, the concurrency limit) is
+:mod:`bertkit.serve.server`.
+
+The model runs on one worker thread (:mod:`bertkit.serve.batcher`); on shutdown the server stops accepting,
+finishes what is in flight, then stops the worker. After a model call the worker returns freed heap memory
+to the OS at most once per ``trim_interval_s`` (:mod:`bertkit.infer.memory`), which keeps the resident size
+flat under load.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ log = logging.getLogger("bertkit")
 
 ENDPOINTS = {"classify": "classify", "tag": "tag", "answer": "answer", "fill-mask": "fill_mask", "embed": "embed"}
 RETRY_AFTER_S = 1  # what a 503 for a full queue tells the client to wait
+CHARS_PER_UNIT = 256  # about 64 tokens of English: a text this long or shorter counts 1 toward max_batch
 
 
 class SettingError(ValueError):
@@ -187,11 +192,14 @@ class _Guard:
         if endpoint not in (*ENDPOINTS, "healthz", "metrics", "docs", "openapi.json"):
             endpoint = "other"  # unknown paths share one label, so scanners cannot grow the metrics
         started, status = time.perf_counter(), [500]
-        received = [0]
+        received, whole = [0], [False]
         limit = self.max_body_bytes
 
         async def limited_receive() -> dict:
             message = await receive()
+            if message["type"] == "http.disconnect" and not whole[0]:  # cut off by the read deadline, or gone
+                raise _ApiError(408, "the request did not arrive whole")
+            whole[0] = not message.get("more_body", False)
             received[0] += len(message.get("body", b""))
             if received[0] > limit:
                 raise _ApiError(413, f"request body is over the limit of {limit} bytes")
@@ -251,7 +259,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     router = APIRouter(prefix="/v1")
-    _add_routes(router, predictor, settings, _Runner(state, settings, metrics))
+    _add_routes(router, predictor, settings, _Runner(state, settings, metrics, predictor.max_length))
     app.include_router(router)
     return app
 
@@ -305,6 +313,15 @@ def _check(settings: ServeSettings, columns: dict[str, list[str]]) -> None:
                                      f"{settings.max_text_chars}")
 
 
+def _weight(item: Any, cap: int | None) -> int:
+    """What an item counts toward ``max_batch``: one per 256 characters begun, so a model call of long texts
+    holds fewer of them and lasts about as long as one of short texts. At most ``cap``, the cost of the
+    longest sequence the model takes (None for QA, whose long contexts run as several windows)."""
+    chars = len(item) if isinstance(item, str) else sum(len(part) for part in item if part)
+    units = max(1, -(-chars // CHARS_PER_UNIT))
+    return units if cap is None else min(units, cap)
+
+
 async def _hung_up(request: Request) -> None:
     """Returns once the client disconnects: with the body read, the next ASGI message is the disconnect."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -315,8 +332,10 @@ class _Runner:
     """Runs one request's texts through the batcher under the backpressure rules: a full queue refuses at
     once (503), a request past its deadline (504) or whose client hung up has its unrun work dropped."""
 
-    def __init__(self, state: dict[str, MicroBatcher], settings: ServeSettings, metrics: ServerMetrics) -> None:
+    def __init__(self, state: dict[str, MicroBatcher], settings: ServeSettings, metrics: ServerMetrics,
+                 max_length: int) -> None:
         self.state, self.metrics = state, metrics
+        self.weight_cap = max(1, max_length * 4 // CHARS_PER_UNIT)  # ~4 characters a token
         self.timeout = None if math.isinf(settings.request_timeout_s) else settings.request_timeout_s
 
     async def __call__(self, request: Request, kind: tuple, items: list[Any]) -> dict[str, Any]:
@@ -325,7 +344,9 @@ class _Runner:
         if await request.is_disconnected():
             self._drop(kind, "disconnected")
         try:
-            job = asyncio.wrap_future(self.state["batcher"].submit(kind, items, timeout=self.timeout))
+            cap = None if kind[0] == "answer" else self.weight_cap
+            weights = [_weight(item, cap) for item in items]
+            job = asyncio.wrap_future(self.state["batcher"].submit(kind, items, self.timeout, weights))
         except QueueFull as e:
             self._drop(kind, "queue_full", str(e))
         hung_up = asyncio.ensure_future(_hung_up(request))

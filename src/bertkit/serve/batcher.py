@@ -2,14 +2,16 @@
 
 A model forward over 16 texts costs far less than 16 forwards of one text, so under concurrent load the
 worker takes the oldest waiting job, then keeps gathering jobs of the same kind (same endpoint and options)
-until it holds ``max_batch`` texts or ``max_wait_ms`` has passed, runs them as one call and hands each job
-its slice of the results. One worker thread owns the model: no locking inside it, and CPU threads are not
-oversubscribed by parallel forwards. Jobs of another kind met while gathering wait for the next round.
+until it holds ``max_batch`` items or ``max_wait_ms`` has passed, runs them as one call and hands each job
+its slice of the results. An item may weigh more than one (the server weighs a text by its length, since a
+2,000-character text costs a forward as much as eight short ones): ``max_batch`` bounds the weight of a
+call. One worker thread owns the model: no locking inside it, and CPU threads are not oversubscribed by
+parallel forwards. Jobs of another kind met while gathering wait for the next round.
 
 Under overload the batcher protects the requests it can still answer. It holds at most ``max_queue`` texts
 (queued or running); past that, :meth:`MicroBatcher.submit` raises :class:`QueueFull` at once instead of
-queueing work nobody will wait for. A request larger than ``max_batch`` is cut into parts of ``max_batch``
-texts, so the worker is never busy for longer than one such call before it can drop work: a job whose
+queueing work nobody will wait for. A request heavier than ``max_batch`` is cut into parts of at most
+``max_batch``, so the worker is never busy for longer than one such call before it can drop work: a job whose
 future was cancelled (its client hung up, or gave up) is skipped, and one past its deadline fails with
 :class:`DeadlineExceeded` without running.
 """
@@ -46,6 +48,7 @@ class DeadlineExceeded(TimeoutError):
 class Job:
     kind: Hashable  # jobs merge only with jobs of the same kind, e.g. ("embed", "mean", False)
     items: list[Any]
+    weight: int  # of all its items, counted against max_batch
     deadline: float = math.inf  # time.monotonic() past which the job is dropped instead of run
     future: Future = field(default_factory=Future)
 
@@ -93,12 +96,14 @@ class MicroBatcher:
         """Texts queued or running now."""
         return self._held
 
-    def submit(self, kind: Hashable, items: list[Any], timeout: float | None = None) -> Future:
+    def submit(self, kind: Hashable, items: list[Any], timeout: float | None = None,
+               weights: Sequence[int] | None = None) -> Future:
         """Queue a job; its future resolves to one result per item (or the exception the model raised).
 
         ``timeout``: seconds from now after which the job is dropped with :class:`DeadlineExceeded`
-        instead of run. Cancelling the future drops whatever of the job has not run yet.
-        Raises :class:`QueueFull` when the batcher cannot take ``len(items)`` more texts.
+        instead of run. Cancelling the future drops whatever of the job has not run yet. ``weights``: one
+        per item (default 1 each). Raises :class:`QueueFull` when the batcher cannot take ``len(items)``
+        more texts.
         """
         if self._closed:
             raise RuntimeError("the batcher is shut down")
@@ -108,8 +113,10 @@ class MicroBatcher:
                                 f"its queue limit of {self.max_queue}")
             self._held += len(items)
         deadline = math.inf if timeout is None else time.monotonic() + timeout
-        step = self.max_batch
-        parts = [Job(kind, items[i:i + step], deadline) for i in range(0, len(items), step)] or [Job(kind, [])]
+        weights = [1] * len(items) if weights is None else list(weights)
+        if len(weights) != len(items) or min(weights, default=1) < 1:
+            raise ValueError(f"weights must be one integer >= 1 per item; got {len(weights)} for {len(items)} items")
+        parts = [Job(kind, items[a:b], sum(weights[a:b]), deadline) for a, b in _spans(weights, self.max_batch)]
         for part in parts:
             part.future.add_done_callback(functools.partial(self._release, len(part.items)))
         whole = parts[0].future if len(parts) == 1 else _joined([part.future for part in parts])
@@ -135,10 +142,10 @@ class MicroBatcher:
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
         """``first`` plus same-kind jobs arriving within the wait; True when the stop marker was seen."""
-        jobs, count, stop = [first], len(first.items), False
+        jobs, weight, stop = [first], first.weight, False
         deadline = time.monotonic() + self.max_wait
         deferred: list[Job] = []
-        while count < self.max_batch and not stop:
+        while weight < self.max_batch and not stop:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -152,12 +159,12 @@ class MicroBatcher:
                 continue
             elif job.kind != first.kind:
                 deferred.append(job)
-            elif count + len(job.items) > self.max_batch:
+            elif weight + job.weight > self.max_batch:
                 deferred.append(job)  # it leads the next call, which keeps every call within max_batch
                 break
             else:
                 jobs.append(job)
-                count += len(job.items)
+                weight += job.weight
         self._deferred.extend(deferred)
         return jobs, stop
 
@@ -214,6 +221,19 @@ class MicroBatcher:
         for job in jobs:
             _settle(job.future, list(results[start:start + len(job.items)]))
             start += len(job.items)
+
+
+def _spans(weights: list[int], limit: int) -> list[tuple[int, int]]:
+    """Cut ``weights`` into consecutive [start, end) spans of total weight at most ``limit`` (an item heavier
+    than the limit alone); one empty span for no items."""
+    spans, start, total = [], 0, 0
+    for i, w in enumerate(weights):
+        if i > start and total + w > limit:
+            spans.append((start, i))
+            start, total = i, 0
+        total += w
+    spans.append((start, len(weights)))
+    return spans
 
 
 def _joined(parts: list[Future]) -> Future:
