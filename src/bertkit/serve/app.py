@@ -242,6 +242,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         state["batcher"] = MicroBatcher(lambda kind, items: _results(predictor, kind, items),
                                         settings.max_batch, settings.max_wait_ms, on_batch,
                                         trimmer.maybe_trim if trimmer is not None else None, settings.max_queue)
+        metrics.queued.set_function(lambda: state["batcher"].held)
         yield
         await asyncio.to_thread(state["batcher"].close)
 

@@ -14,6 +14,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -69,6 +70,8 @@ class ServerMetrics:
                                "Requests whose model work was dropped, by reason: queue_full (refused with 503), "
                                "deadline (504), disconnected (the client hung up first).",
                                ("endpoint", "reason"), registry=registry)
+        self.queued = Gauge("bertkit_queued_texts", "Texts queued or running now (the bound is --max-queue).",
+                            registry=registry)
 
     def record_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
