@@ -37,7 +37,7 @@ import time
 from collections.abc import Hashable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -368,14 +368,14 @@ class _Runner:
             log.exception("model call failed")
             raise _ApiError(500, "the model failed on this request; see the server log") from None
 
-    def _drop(self, kind: tuple, reason: str, detail: str = "") -> None:
+    def _drop(self, kind: tuple, reason: str, detail: str = "") -> NoReturn:
         """Count the dropped request and raise the answer it gets."""
         self.metrics.record_drop(kind[0], reason)
         if reason == "queue_full":
             raise _ApiError(503, f"the server is busy ({detail}); retry after {RETRY_AFTER_S} s",
                             headers={"Retry-After": str(RETRY_AFTER_S)})
         if reason == "deadline":
-            raise _ApiError(504, f"the request was not answered within its deadline of {self.timeout} s; "
+            raise _ApiError(504, f"the request was not answered within its deadline of {self.timeout:g} s; "
                                  "its work was dropped")
         raise _ApiError(499, "the client closed the connection before the answer")  # nobody reads it
 
