@@ -93,7 +93,7 @@ def _open_tensorboard(log_dir: Path, resume_step: int | None):
 class Progress:
     """A tqdm bar over optimizer steps showing loss and tokens/s; tqdm supplies the ETA."""
 
-    def __init__(self, total: int, initial: int, *, enabled: bool) -> None:
+    def __init__(self, total: int | None, initial: int, *, enabled: bool) -> None:
         self._bar = tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
 
     def update(self, record: dict[str, Any] | None = None) -> None:
