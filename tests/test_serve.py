@@ -16,7 +16,7 @@ import httpx
 import pytest
 import torch
 
-from bertkit.infer.memory import HeapTrimmer, resident_bytes
+from bertkit.infer.memory import HeapTrimmer
 from bertkit.infer.predictor import Predictor
 from bertkit.serve.app import ServeSettings, create_app
 from bertkit.serve.batcher import MicroBatcher
@@ -183,6 +183,12 @@ def fragment_heap(megabytes: int = 96) -> tuple[list[bytearray], int]:
     blocks = [bytearray(b"\x01") * block for _ in range(megabytes * 2**20 // block)]
     kept = blocks[::16]  # live blocks pin the heap, so the freed ones cannot be trimmed from its top
     return kept, (len(blocks) - len(kept)) * block
+
+
+def resident_bytes() -> int:
+    """This process's resident set size, read from /proc (Linux: every CI machine)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def test_heap_trimmer_returns_freed_heap_to_the_os_at_most_once_per_interval():
