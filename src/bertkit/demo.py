@@ -121,7 +121,7 @@ def _claim_folder(out: Path, settings: DemoSettings) -> None:
                                   "overwrite it; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"settings": asdict(settings)}, indent=2) + "\n", encoding="utf-8")
+    write_text(out / MARKER, json.dumps({"settings": asdict(settings)}, indent=2) + "\n")
 
 
 def _predictions(model: BertForPreTraining, tokenizer: Tokenizer, sentences: tuple[str, ...]) -> list[list[str]]:
@@ -159,7 +159,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     after = _predictions(BertForPreTraining.from_pretrained(out), tokenizer, settings.sentences)
     _report(echo, settings, summary, before, after, out)
     result = {"settings": asdict(settings), "summary": summary, "before": before, "after": after}
-    (out / MARKER).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_text(out / MARKER, json.dumps(result, indent=2) + "\n")
     return result
 
 
