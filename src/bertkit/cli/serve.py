@@ -61,6 +61,12 @@ def _check_server_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--read-timeout must be more than 0 seconds, got {args.read_timeout}")
     if not args.shutdown_timeout >= 0:
         raise UsageError(f"--shutdown-timeout must be 0 or more seconds, got {args.shutdown_timeout}")
+    import torch
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N") from None
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
