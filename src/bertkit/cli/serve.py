@@ -100,7 +100,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                    help="torch backend weights and compute (bf16: the GPU path)")
-    p.add_argument("--max-batch", type=int, default=32, help="texts per model call")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="texts per model call, a text counting one per 256 characters up to the model's longest "
+                        "sequence, so a call of long texts holds fewer (default: 32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
     p.add_argument("--max-texts", type=int, default=256, help="texts per request")
     p.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text")
