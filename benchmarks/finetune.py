@@ -48,7 +48,14 @@ from bertkit import Tokenizer
 from bertkit.data.tasks import families
 from bertkit.data.tasks.batches import TaskBatches
 from bertkit.data.tasks.readers import read_squad
-from bertkit.finetune import FinetuneSettings, build_task_model, evaluate_model, infer, run_finetune
+from bertkit.finetune import (
+    FINETUNE_ADAM_EPS,
+    FinetuneSettings,
+    build_task_model,
+    evaluate_model,
+    infer,
+    run_finetune,
+)
 from bertkit.train.logging import read_metrics
 from bertkit.train.metrics import entity_scores
 from bertkit.train.optim import build_optimizer, lr_factor
@@ -123,9 +130,10 @@ def reference_run(settings: FinetuneSettings, folder: Path) -> dict:
     build_task_model(settings.model, spec, dropout=settings.dropout, seed=settings.seed).save_pretrained(folder)
     model = REFERENCE[spec.architecture].from_pretrained(str(folder), attn_implementation="sdpa")
     source = TaskBatches(train_features, settings.batch_size, settings.seed, pad_id=tokenizer.pad_id)
-    optimizer = build_optimizer(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = build_optimizer(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay,
+                                eps=FINETUNE_ADAM_EPS)
     total = settings.max_steps or sum(source.num_batches(e) for e in range(settings.epochs))
-    warmup = round(settings.warmup_ratio * total)
+    warmup = math.ceil(settings.warmup_ratio * total)  # as run_finetune
     torch.manual_seed(settings.seed)
     model.train()
     start = time.perf_counter()
