@@ -33,20 +33,18 @@ PEERS = {("tasks", "data"), ("cli", "demo")}
 NEVER = {("infer", "train"), ("infer", "recipes"), ("serve", "train"), ("serve", "recipes")}
 # Imports that break the rule today, each removed as the code moves to its layer; the list only shrinks.
 KNOWN = {
-    "bertkit/__init__.py:4: bertkit (layer 9) imports bertkit.finetune",
-    "bertkit/cli/finetune.py:46: cli (layer 9) imports bertkit.finetune",
-    "bertkit/cli/finetune.py:67: cli (layer 9) imports bertkit.finetune",
-    "bertkit/cli/finetune.py:79: cli (layer 9) imports bertkit.finetune",
-    "bertkit/data/tasks/families.py:40: data (layer 4) imports bertkit.train",
-    "bertkit/data/tasks/tagging.py:19: data (layer 4) imports bertkit.train.metrics",
-    "bertkit/infer/predictor.py:44: infer (layer 7) imports bertkit.train.metrics",
-    "bertkit/infer/predictor.py:113: infer (layer 7) imports bertkit.finetune",
-    "bertkit/train/distill.py:47: train (layer 4) imports bertkit.inspect.report",
-    "bertkit/train/distill.py:45: train (layer 4) imports bertkit.data.pretraining",
-    "bertkit/train/distill.py:46: train (layer 4) imports bertkit.data.shards",
-    "bertkit/train/pretrain.py:37: train (layer 4) imports bertkit.data.pretraining",
-    "bertkit/train/pretrain.py:38: train (layer 4) imports bertkit.data.shards",
-    "bertkit/train/pretrain.py:39: train (layer 4) imports bertkit.inspect.report",
+    ("bertkit/__init__.py", "bertkit.finetune"),
+    ("bertkit/cli/finetune.py", "bertkit.finetune"),
+    ("bertkit/data/tasks/families.py", "bertkit.train"),
+    ("bertkit/data/tasks/tagging.py", "bertkit.train.metrics"),
+    ("bertkit/infer/predictor.py", "bertkit.train.metrics"),
+    ("bertkit/infer/predictor.py", "bertkit.finetune"),
+    ("bertkit/train/distill.py", "bertkit.inspect.report"),
+    ("bertkit/train/distill.py", "bertkit.data.pretraining"),
+    ("bertkit/train/distill.py", "bertkit.data.shards"),
+    ("bertkit/train/pretrain.py", "bertkit.data.pretraining"),
+    ("bertkit/train/pretrain.py", "bertkit.data.shards"),
+    ("bertkit/train/pretrain.py", "bertkit.inspect.report"),
 }
 
 
@@ -97,7 +95,9 @@ def violations(package: Path = PACKAGE) -> list[str]:
 
 
 def test_every_import_points_to_a_lower_layer():
-    assert [v for v in violations() if v.split(" (layer")[0] not in KNOWN] == []
+    found = [v for v in violations() if (v.split(":")[0], v.split(" imports ")[1].split()[0].rstrip(":"))
+             not in KNOWN]
+    assert found == []
 
 
 def test_the_rule_catches_upward_and_forbidden_imports(tmp_path):
