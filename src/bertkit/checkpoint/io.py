@@ -137,10 +137,6 @@ class PretrainedMixin:
         )
 
 
-# Each variant's class-name prefix in the reference implementation.
-CLASS_PREFIXES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "albert": "Albert"}
-
-
 def standard_architecture(class_name: str, config: BertConfig) -> str:
     """The reference's class for one of ours, as config.json's ``architectures`` names it.
 
@@ -151,7 +147,7 @@ def standard_architecture(class_name: str, config: BertConfig) -> str:
     suffix = class_name.removeprefix("Bert")
     if suffix == "ForPreTraining" and config.sentence_task is None:
         suffix = "ForMaskedLM"
-    return CLASS_PREFIXES[config.model_type] + suffix
+    return config.variant.class_prefix + suffix
 
 
 def _is_encoder_only(model: torch.nn.Module) -> bool:

@@ -64,10 +64,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def _variant_info(config: BertConfig) -> dict[str, Any]:
     """What sets a variant apart from BERT: ALBERT's embedding width and layer sharing, RoBERTa's first position."""
-    if config.model_type == "albert":
+    if config.variant.shares_layers:
         return {"embedding_size": config.embedding_dim, "num_hidden_groups": config.num_hidden_groups,
                 "inner_group_num": config.inner_group_num, "distinct_layers": config.num_distinct_layers}
-    if config.model_type == "roberta":
+    if config.variant.positions_after_padding:
         return {"position_offset": config.position_offset}
     return {}
 

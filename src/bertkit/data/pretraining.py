@@ -32,12 +32,13 @@ import numpy as np
 import torch
 
 from bertkit.data.shards import ShardSet
+from bertkit.variants import VARIANTS
 
 IGNORE_INDEX = -100
 
 # The sentence-level objective each architecture pretrains with; "none" is masked-LM alone. DistilBERT is mainly
 # trained by distillation (which reads shards of either kind); pretrained on its own it has no sentence task.
-ARCH_OBJECTIVES: dict[str, str] = {"bert": "nsp", "albert": "sop", "roberta": "none", "distilbert": "none"}
+ARCH_OBJECTIVES: dict[str, str] = {v.model_type: v.sentence_task or "none" for v in VARIANTS.values()}
 
 
 def objective_for(arch: str) -> str:

@@ -13,6 +13,8 @@ from bertkit.model.embeddings import Embeddings
 from bertkit.model.layer import EncoderLayer, init_weights
 from bertkit.model.packing import Packing
 
+POOLER_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
 
 @dataclass
 class BertOutput:
@@ -40,8 +42,8 @@ class BertModel(PretrainedMixin, nn.Module):
         self.schedule = config.layer_schedule
         add_pooler = config.has_pooler if add_pooler is None else add_pooler
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooler else None
-        self.pooler_act = torch.relu if config.model_type == "distilbert" else torch.tanh
-        self.pooler_drop = nn.Dropout(config.head_dropout("sequence")) if config.model_type == "roberta" else None
+        self.pooler_act = POOLER_ACTIVATIONS[config.variant.pooler_activation]
+        self.pooler_drop = nn.Dropout(config.head_dropout("sequence")) if config.variant.pooler_dropout else None
         self.apply(lambda m: init_weights(m, config.initializer_range))
         if config.extra.get("sinusoidal_pos_embds"):
             self.embeddings.use_sinusoids()

@@ -54,7 +54,7 @@ class MaskedLMHead(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.embedding_dim)
-        self.act = ACTIVATIONS["gelu" if config.model_type == "roberta" else config.hidden_act]
+        self.act = ACTIVATIONS[config.variant.lm_activation or config.hidden_act]
         self.norm = nn.LayerNorm(config.embedding_dim, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 

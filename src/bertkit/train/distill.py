@@ -52,6 +52,7 @@ from bertkit.train.distributed import DistInfo
 from bertkit.train.logging import METRICS_FILE
 from bertkit.train.loop import TrainConfig, Trainer
 from bertkit.train.pretrain import PretrainSettings, initial_eval, make_sources, resolve_tokenizer
+from bertkit.variants import VARIANTS
 
 log = logging.getLogger("bertkit")
 
@@ -59,11 +60,7 @@ RUN_FILE = "distill.json"
 # Student architectures, each with the teacher architectures it can start from: the student copies the teacher's
 # embeddings, so positions and vocabulary must follow the same convention (ALBERT's shared layers have no
 # "every other layer" to take).
-TEACHERS_FOR: dict[str, tuple[str, ...]] = {
-    "distilbert": ("bert", "distilbert"),
-    "bert": ("bert",),
-    "roberta": ("roberta",),
-}
+TEACHERS_FOR: dict[str, tuple[str, ...]] = {v.model_type: v.teachers for v in VARIANTS.values() if v.teachers}
 ARCHS = tuple(TEACHERS_FOR)
 # Student parameters distillation never trains (BERT's pooler and NSP head): frozen, so no optimizer state or
 # DistributedDataParallel bookkeeping is spent on them.

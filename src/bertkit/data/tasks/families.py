@@ -38,6 +38,7 @@ from bertkit.data.tasks.readers import (
     read_squad,
 )
 from bertkit.train import metrics
+from bertkit.variants import class_variant
 
 if TYPE_CHECKING:
     from bertkit.tokenizer import Tokenizer
@@ -51,8 +52,6 @@ ARCHITECTURES = {
     "tag": "BertForTokenClassification",
     "qa": "BertForQuestionAnswering",
 }
-# Class-name prefixes of the family in the reference implementation (longest first: "DistilBert" before "Bert").
-VARIANT_PREFIXES = ("DistilBert", "Roberta", "Albert", "Bert")
 # The figure each family is judged by (the BERT paper's choice for GLUE: F1 for MRPC / QQP, MCC for CoLA).
 PRIMARY_METRIC = {"classify": "accuracy", "pair": "accuracy", "regress": "spearman", "tag": "f1", "qa": "f1"}
 GLUE_METRIC = {"cola": "mcc", "mrpc": "f1", "qqp": "f1"}
@@ -129,10 +128,10 @@ def head_class(architecture: str) -> str | None:
 
     "RobertaForTokenClassification" -> "BertForTokenClassification"; every variant's name maps to the same class.
     """
-    prefix = next((p for p in VARIANT_PREFIXES if architecture.startswith(p)), None)
-    if prefix is None:
+    found = class_variant(architecture)
+    if found is None:
         return None
-    name = "Bert" + architecture[len(prefix) :]
+    name = "Bert" + found[1]
     return name if name in ARCHITECTURES.values() else None
 
 
