@@ -33,8 +33,8 @@ from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
 from bertkit.infer.encode import fill_mask
 from bertkit.model import BertForPreTraining
+from bertkit.recipes.pretrain import PretrainSettings, build_model, run_pretraining
 from bertkit.tokenizer import Tokenizer
-from bertkit.train.pretrain import PretrainSettings, build_model, run_pretraining
 
 MARKER = "demo.json"
 SENTENCES = (

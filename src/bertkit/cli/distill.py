@@ -14,7 +14,7 @@ from bertkit.config import PRECISIONS
 
 
 def _settings(args: argparse.Namespace):
-    from bertkit.train.distill import DistillSettings
+    from bertkit.recipes.distill import DistillSettings
 
     return DistillSettings(
         teacher=args.teacher, shards=args.shards, out_dir=args.out, student_preset=args.student_preset,
@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from bertkit.train.distill import run_distillation
+    from bertkit.recipes.distill import run_distillation
 
     summary, is_main = run_distributed(run_distillation, _settings(args))
     if is_main:
@@ -59,7 +59,7 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from bertkit.config import PRESETS
-    from bertkit.train.distill import ARCHS
+    from bertkit.recipes.distill import ARCHS
 
     p = sub.add_parser("distill", help="distil a pretrained teacher into a shallower student (DistilBERT)")
     p.add_argument("--teacher", required=True, help="checkpoint folder with an MLM head, e.g. a pretrain run")

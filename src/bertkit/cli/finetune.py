@@ -15,8 +15,8 @@ import logging
 
 from bertkit.cli.common import UsageError
 from bertkit.config import PRECISIONS
-from bertkit.data.tasks.families import TASKS
-from bertkit.data.tasks.readers import GLUE_TASKS
+from bertkit.tasks.families import TASKS
+from bertkit.tasks.readers import GLUE_TASKS
 
 log = logging.getLogger("bertkit")
 
@@ -43,7 +43,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from bertkit.finetune import FinetuneSettings, run_finetune
+    from bertkit.recipes.finetune import FinetuneSettings, run_finetune
 
     if args.glue is None and (args.task is None or args.train is None):
         raise UsageError("give --task and --train, or --glue NAME with --data-dir (or --train)")
@@ -64,7 +64,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bertkit.finetune import evaluate_model, write_json
+    from bertkit.recipes.finetune import evaluate_model, write_json
 
     if args.data is None and (args.glue is None or args.data_dir is None):
         raise UsageError("give --data FILE, or --glue NAME with --data-dir DIR (evaluates its dev.tsv)")
@@ -76,7 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from bertkit.finetune import predict
+    from bertkit.recipes.finetune import predict
 
     count = predict(args.model, args.input, args.output, batch_size=args.batch_size, **_overrides(args))
     print(f"wrote {args.output}: {count} predictions")

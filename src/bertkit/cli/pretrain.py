@@ -33,7 +33,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from bertkit.train.pretrain import PretrainSettings
+    from bertkit.recipes.pretrain import PretrainSettings
 
     if args.init_from and (args.preset or args.config):
         raise UsageError("--init-from brings its own config; drop --preset / --config")
@@ -52,7 +52,7 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from bertkit.train.pretrain import run_pretraining
+    from bertkit.recipes.pretrain import run_pretraining
 
     summary, is_main = run_distributed(run_pretraining, _settings(args))
     if is_main:

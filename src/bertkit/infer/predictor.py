@@ -1,6 +1,6 @@
 """Predictor: one object per model directory that answers whatever the model was trained to answer.
 
-A fine-tuned directory (its task family in config.json, see :mod:`bertkit.finetune`) answers its task:
+A fine-tuned directory (its task family in config.json, see :mod:`bertkit.recipes.finetune`) answers its task:
 ``classify`` (classify / pair / regress), ``tag`` or ``answer`` (qa). Every model gives ``embed``; a
 checkpoint with a masked-LM head also gives ``fill_mask``. ``capabilities`` lists what a directory supports.
 
@@ -31,17 +31,18 @@ from torch import nn
 from bertkit.checkpoint import names
 from bertkit.checkpoint.io import find_weights, load_standard_state, read_state_dict
 from bertkit.config import BertConfig
-from bertkit.data.tasks.families import TaskSpec, head_class
-from bertkit.data.tasks.qa import decode_qa, encode_qa
-from bertkit.data.tasks.readers import QAExample
 from bertkit.infer.batching import Row, length_sorted_batches, run_padded
 from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
 from bertkit.infer.graph import TorchBackend
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
 from bertkit.infer.streams import check_streams, streams_for
 from bertkit.model import BertForPreTraining, BertModel
+from bertkit.tasks.families import TaskSpec, head_class
+from bertkit.tasks.metrics import get_entities
+from bertkit.tasks.models import load_task_model
+from bertkit.tasks.qa import decode_qa, encode_qa
+from bertkit.tasks.readers import QAExample
 from bertkit.tokenizer import Encoding, Tokenizer
-from bertkit.train.metrics import get_entities
 
 log = logging.getLogger("bertkit")
 
@@ -110,8 +111,6 @@ def load_model(directory: Path) -> tuple[nn.Module, TaskSpec | None]:
     config = BertConfig.from_json_file(directory / "config.json")
     architecture = (config.extra.get("architectures") or [""])[0]
     if "bertkit" in config.extra or head_class(architecture) is not None:
-        from bertkit.finetune import load_task_model
-
         loaded = load_task_model(directory)
         return loaded.model, loaded.spec
     weights = find_weights(directory)
@@ -282,7 +281,7 @@ class Predictor:
     def tag(self, texts: Sequence[str]) -> list[Tagging]:
         """Entities with character spans into each text.
 
-        As in training (:mod:`bertkit.data.tasks.tagging`), a word is a whitespace-separated run and takes the
+        As in training (:mod:`bertkit.tasks.tagging`), a word is a whitespace-separated run and takes the
         tag predicted at its first sub-token; words cut off by truncation are tagged O.
         """
         self._require("tag")

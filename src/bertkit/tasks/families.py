@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bertkit.data.tasks import classification, qa, tagging
-from bertkit.data.tasks.readers import (
+from bertkit.tasks import classification, metrics, qa, tagging
+from bertkit.tasks.readers import (
     QAExample,
     TaggingExample,
     TaskDataError,
@@ -37,7 +37,6 @@ from bertkit.data.tasks.readers import (
     read_qa_jsonl,
     read_squad,
 )
-from bertkit.train import metrics
 from bertkit.variants import class_variant
 
 if TYPE_CHECKING:
@@ -205,7 +204,7 @@ def check_known_labels(spec: TaskSpec, examples: Sequence[Example], path: str | 
 
 
 def encode(spec: TaskSpec, examples: Sequence[Example], tokenizer: Tokenizer) -> list:
-    """Features (see data.tasks.batches.TaskFeature) in example order; QA gives one or more per question."""
+    """Features (see tasks.batches.TaskFeature) in example order; QA gives one or more per question."""
     if spec.task in SEQUENCE_TASKS:
         return classification.encode_classification(examples, tokenizer, spec.labels, max_seq_len=spec.max_seq_len)
     if spec.task == "tag":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertkit.data.tasks.readers import TextExample, glue_task
+from bertkit.tasks.readers import TextExample, glue_task
 
 if TYPE_CHECKING:
     from bertkit.tokenizer import Tokenizer

@@ -1,6 +1,6 @@
 """Fine-tuning: a pretrained BERT plus one output layer, trained on a labelled task; then evaluation and prediction.
 
-The task families (classify, pair, regress, tag, qa) differ only in their data and head (data/tasks/families.py);
+The task families (classify, pair, regress, tag, qa) differ only in their data and head (tasks/families.py);
 training is the one loop (train/loop.py) over a `TaskBatches` source, with the dev metric as its evaluation. Every
 variant of the family (BERT, RoBERTa, DistilBERT, ALBERT) fine-tunes the same way: the architecture comes from the
 pretrained checkpoint's config.json, the pair layout from its tokenizer, and a model without token types
@@ -34,23 +34,21 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from bertkit.checkpoint.io import atomic_write, find_weights, load_standard_state, read_state_dict
-from bertkit.config import BertConfig, takes_token_types
-from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches, sorted_batches
-from bertkit.data.tasks.families import TaskSpec
-from bertkit.data.tasks.readers import glue_path
+from bertkit.checkpoint.io import atomic_write
+from bertkit.config import BertConfig
 from bertkit.inspect.report import DETAILS_FILE, write_report
-from bertkit.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+from bertkit.tasks import families
+from bertkit.tasks.batches import TaskBatches
+from bertkit.tasks.families import TaskSpec
+from bertkit.tasks.models import build_task_model, load_task_model, run_on_features
+from bertkit.tasks.readers import glue_path
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import checkpointing
 from bertkit.train.distributed import DistInfo, all_reduce_sum, barrier
@@ -60,9 +58,6 @@ log = logging.getLogger("bertkit")
 
 SETTINGS_FILE = "finetune.json"
 BEST_FILE = "best.json"
-TASK_KEYS = ("bertkit", "id2label", "label2id", "problem_type", "num_labels")  # a checkpoint's previous task
-HEADS = {cls.__name__: cls for cls in (BertForSequenceClassification, BertForTokenClassification,
-                                       BertForQuestionAnswering)}
 
 
 @dataclass
@@ -138,96 +133,6 @@ class FinetuneSettings:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TaskModel:
-    """A fine-tuned model with what it needs to read and decode data: its tokenizer and task spec."""
-
-    model: nn.Module
-    tokenizer: Tokenizer
-    spec: TaskSpec
-
-    @property
-    def task(self) -> str:
-        return self.spec.task
-
-    @property
-    def labels(self) -> tuple[str, ...] | None:
-        return self.spec.labels
-
-
-def load_task_model(path: str | os.PathLike, task: str | None = None, device: str | None = None) -> TaskModel:
-    """Load a fine-tuned model directory (ours, or a standard task checkpoint of any variant) in eval mode.
-
-    Args:
-        task: the family the caller's data is for; a model fine-tuned for another raises naming both.
-    """
-    directory = Path(path)
-    config = BertConfig.from_json_file(directory / "config.json")
-    spec = TaskSpec.from_config(config.extra, str(directory))
-    if task is not None and task != spec.task:
-        raise ValueError(f"{directory} was fine-tuned for task {spec.task!r}; it cannot be used for task {task!r}")
-    model = HEADS[spec.architecture].from_pretrained(directory).eval()
-    if device is not None:
-        model.to(device)
-    return TaskModel(model, Tokenizer.from_pretrained(directory), spec)
-
-
-def build_task_model(
-    pretrained: str | os.PathLike, spec: TaskSpec, *, dropout: float = 0.1, seed: int = 0
-) -> nn.Module:
-    """A pretrained encoder under a fresh head for `spec`, the task written into its config.
-
-    The head's initial weights are drawn from `seed`. Head tensors already in the checkpoint are kept when their
-    shapes fit (continuing from a model fine-tuned on a related task).
-    """
-    directory = Path(pretrained)
-    config = BertConfig.from_json_file(directory / "config.json")
-    if spec.max_seq_len > config.max_sequence_length:
-        raise ValueError(f"max_seq_len {spec.max_seq_len} exceeds the {config.max_sequence_length} tokens the "
-                         f"{config.model_type} model accepts ({directory / 'config.json'})")
-    extra = {k: v for k, v in config.extra.items() if k not in TASK_KEYS}
-    config = config.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-                            extra={**extra, **spec.config_entries()})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = HEADS[spec.architecture](config)
-    weights = find_weights(directory)
-    model.load_report = load_standard_state(model, read_state_dict(weights), strict=True, source=str(weights))
-    return model
-
-
-@torch.no_grad()
-def infer(
-    model: nn.Module, features: Sequence, *, batch_size: int = 64, pad_id: int = 0
-) -> tuple[list[np.ndarray], float | None]:
-    """Run `model` over features, longest first, and put the outputs back in feature order.
-
-    Works with any model whose output has `.logits` or `.start_logits` / `.end_logits` (and `.loss` when the
-    features carry targets). Returns per feature (num_labels,) for sequence heads, (T, num_labels) for token
-    heads or (T, 2) start / end logits for span heads (T = the feature's length), and the mean loss or None.
-    """
-    device = next(model.parameters()).device
-    outputs: list[np.ndarray] = [np.empty(0)] * len(features)
-    loss_sum, counted = 0.0, 0
-    for indices, batch in sorted_batches(features, batch_size, pad_id, takes_token_types(model.config)):
-        out = model(**{k: v.to(device) for k, v in batch.items()})
-        if getattr(out, "loss", None) is not None:
-            loss_sum, counted = loss_sum + float(out.loss) * len(indices), counted + len(indices)
-        if hasattr(out, "start_logits"):
-            rows = torch.stack([out.start_logits, out.end_logits], dim=-1)  # (B, T, 2)
-        else:
-            rows = out.logits  # (B, C) or (B, T, C)
-        rows = rows.float().cpu().numpy()
-        for i, row in zip(indices, rows, strict=True):
-            outputs[i] = row if row.ndim == 1 else row[: len(features[i].input_ids)]
-    return outputs, (loss_sum / counted if counted else None)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Evaluation and prediction
 # ----------------------------------------------------------------------------------------------------------
 
@@ -265,7 +170,7 @@ def evaluate_model(
     examples = families.read_task_file(spec, data)
     families.check_known_labels(spec, examples, data)
     features = families.encode(spec, examples, loaded.tokenizer)
-    outputs, loss = infer(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
+    outputs, loss = run_on_features(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
     result = families.score(spec, examples, features, outputs)
     return {**result, "loss": loss, "examples": float(len(examples))}
 
@@ -287,7 +192,7 @@ def predict(
     spec = _data_spec(loaded.spec, None, overrides)
     examples = families.read_task_file(spec, input, labelled=False)
     features = families.encode(spec, examples, loaded.tokenizer)
-    outputs, _ = infer(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
+    outputs, _ = run_on_features(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
     records = families.prediction_records(spec, examples, features, outputs)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     atomic_write(Path(output), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -484,7 +389,8 @@ def _write_report(settings: FinetuneSettings, data: _TaskData, tokenizer: Tokeni
     """eval_details.json (confusion matrix or per-entity scores of the final model on dev), then report.html."""
     if data.dev_examples:
         final = load_task_model(settings.out).model
-        outputs, _ = infer(final, data.dev_features, batch_size=settings.eval_batch_size, pad_id=tokenizer.pad_id)
+        outputs, _ = run_on_features(final, data.dev_features, batch_size=settings.eval_batch_size,
+                                     pad_id=tokenizer.pad_id)
         extra = families.details(data.spec, data.dev_examples, data.dev_features, outputs)
         if extra:
             write_json(settings.out / DETAILS_FILE, {"step": step, **extra})
@@ -495,7 +401,7 @@ def _dev_evaluator(data: _TaskData, tokenizer: Tokenizer, batch_size: int, patie
     """The loop's evaluate callback: the family's dev metrics (and loss) of the model being trained."""
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        outputs, loss = infer(model, data.dev_features, batch_size=batch_size, pad_id=tokenizer.pad_id)
+        outputs, loss = run_on_features(model, data.dev_features, batch_size=batch_size, pad_id=tokenizer.pad_id)
         result = families.score(data.spec, data.dev_examples, data.dev_features, outputs)
         if patient is not None:
             patient.record(result[data.spec.metric])

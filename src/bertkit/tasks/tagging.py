@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertkit.data.tasks.readers import TaggingExample
-from bertkit.train.metrics import get_entities
+from bertkit.tasks.metrics import get_entities
+from bertkit.tasks.readers import TaggingExample
 
 if TYPE_CHECKING:
     from bertkit.tokenizer import Encoding, Tokenizer

@@ -46,12 +46,12 @@ from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches
 from bertkit.data.shards import ShardError, ShardSet
 from bertkit.inspect.report import write_report
 from bertkit.model import BertForPreTraining
+from bertkit.recipes.pretrain import PretrainSettings, initial_eval, make_sources, resolve_tokenizer
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo
 from bertkit.train.logging import METRICS_FILE
 from bertkit.train.loop import TrainConfig, Trainer
-from bertkit.train.pretrain import PretrainSettings, initial_eval, make_sources, resolve_tokenizer
 from bertkit.variants import VARIANTS
 
 log = logging.getLogger("bertkit")
