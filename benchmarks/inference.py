@@ -32,7 +32,7 @@ import torch
 import transformers
 
 from bertkit import BertModel, Tokenizer
-from bertkit.infer.batching import length_sorted_batches
+from bertkit.data.batching import length_sorted_batches
 from bertkit.infer.encode import embed_texts
 from bertkit.infer.graph import TorchBackend
 from bertkit.infer.onnx_backend import OnnxBackend

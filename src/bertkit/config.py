@@ -30,6 +30,10 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("auto", *DTYPES)  # training's choices: "auto" is bf16 on a GPU that supports it, else fp32
 
+# The label of a position no loss counts (padding, unmasked tokens, a word's later sub-tokens): the value
+# cross_entropy skips by default, and the one every BERT library writes into its label tensors.
+IGNORE = -100
+
 # name: (layers, hidden, heads). Sizes from the BERT paper and the "well-read students" miniatures.
 PRESETS: dict[str, tuple[int, int, int]] = {
     "tiny": (2, 128, 2),

@@ -26,6 +26,7 @@ from bertkit.config import BertConfig
 
 log = logging.getLogger("bertkit")
 T = TypeVar("T", bound="PretrainedMixin")
+M = TypeVar("M", bound=torch.nn.Module)
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -80,6 +81,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
 
 
+def load_weights(model: M, directory: Path, *, strict: bool = True,
+                 state: dict[str, torch.Tensor] | None = None) -> M:
+    """Fill ``model`` with the weights of the checkpoint folder ``directory`` and return it.
+
+    Standard names are mapped to ours with the checks of :func:`load_standard_state`; what was loaded and what
+    was left fresh is kept in ``model.load_report``. ``state``: the folder's tensors when already read.
+    """
+    weights = find_weights(directory)
+    state = read_state_dict(weights) if state is None else state
+    model.load_report = load_standard_state(model, state, strict, source=str(weights))
+    return model
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp)`` then rename over ``path``: readers see the old file or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,11 +129,9 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls: type[T], path: str | os.PathLike, strict: bool = True, **kwargs: Any) -> T:
         directory = Path(path)
-        weights = find_weights(directory)
+        find_weights(directory)  # a missing folder or weight file is named before the config is read
         config = BertConfig.from_json_file(directory / "config.json")
-        model = cls(config, **kwargs)  # type: ignore[call-arg]
-        model.load_report = load_standard_state(model, read_state_dict(weights), strict, source=str(weights))
-        return model
+        return load_weights(cls(config, **kwargs), directory, strict=strict)  # type: ignore[call-arg]
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         directory = Path(path)

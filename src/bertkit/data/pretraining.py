@@ -31,10 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bertkit.config import IGNORE
 from bertkit.data.shards import ShardSet
 from bertkit.variants import VARIANTS
-
-IGNORE_INDEX = -100
 
 # The sentence-level objective each architecture pretrains with; "none" is masked-LM alone. DistilBERT is mainly
 # trained by distillation (which reads shards of either kind); pretrained on its own it has no sentence task.
@@ -356,7 +355,7 @@ def mask_tokens(
         chosen = _choose_whole_words(special, np.atleast_2d(word_starts), k, rng)
     else:
         chosen = _choose_tokens(special, k, rng)
-    labels = np.where(chosen, ids2, IGNORE_INDEX)
+    labels = np.where(chosen, ids2, IGNORE)
     masked = ids2.copy()
     roll = rng.random(ids2.shape)
     masked[chosen & (roll < 0.8)] = mask_id

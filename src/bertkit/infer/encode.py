@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bertkit.infer.batching import length_sorted_batches, run_padded
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.batching import run_padded
 from bertkit.infer.streams import streams_for
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tokenizer import Tokenizer
@@ -85,7 +86,7 @@ def fill_mask(
         raise ValueError(f"no {mask} token in {text!r}; write {mask} where a word should be predicted")
     types = torch.tensor([encoding.type_ids]) if model.config.has_token_types else None
     hidden = model.bert(ids, types).last_hidden_state[0, positions]  # (M, H)
-    probs = model.mlm(hidden, model.bert.embeddings.token.weight).softmax(-1)  # (M, V)
+    probs = model.lm_logits(hidden).softmax(-1)  # (M, V)
     top = probs.topk(top_k, dim=-1)
     return [
         [MaskPrediction(tokenizer.convert_ids_to_tokens([i])[0], i, p) for i, p in zip(row_ids, row_p, strict=True)]

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from bertkit.checkpoint import names
-from bertkit.checkpoint.io import find_weights, load_standard_state, read_state_dict
+from bertkit.checkpoint.io import find_weights, load_weights, read_state_dict
 from bertkit.config import BertConfig
-from bertkit.infer.batching import Row, length_sorted_batches, run_padded
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.batching import Row, run_padded
 from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
 from bertkit.infer.graph import TorchBackend
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
@@ -113,13 +114,11 @@ def load_model(directory: Path) -> tuple[nn.Module, TaskSpec | None]:
     if "bertkit" in config.extra or head_class(architecture) is not None:
         loaded = load_task_model(directory)
         return loaded.model, loaded.spec
-    weights = find_weights(directory)
-    state = read_state_dict(weights)
+    state = read_state_dict(find_weights(directory))
     mlm_root = names.layout(config).heads["mlm.dense"].rsplit(".", 1)[0] + "."  # "cls.predictions.transform." …
     has_mlm = any(names.normalise_standard(k).startswith(mlm_root) for k in state)
     model = BertForPreTraining(config) if has_mlm else BertModel(config)
-    model.load_report = load_standard_state(model, state, strict=True, source=str(weights))
-    return model.eval(), None
+    return load_weights(model, directory, state=state).eval(), None
 
 
 class Predictor:
@@ -337,7 +336,7 @@ class Predictor:
             selected = batch["input_ids"] == mask_id  # (B, T)
             with torch.inference_mode():
                 hidden = out["last_hidden_state"][selected.to(out["last_hidden_state"].device)]  # (M, H)
-                probs = self.model.mlm(hidden, self.model.bert.embeddings.token.weight).float().softmax(-1)
+                probs = self.model.lm_logits(hidden).float().softmax(-1)
                 values, ids = (t.cpu() for t in probs.topk(top_k, dim=-1))
             counts = selected.sum(1).tolist()
             ids, values = ids.split(counts), values.split(counts)

@@ -15,11 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertkit.checkpoint.io import PretrainedMixin
-from bertkit.config import BertConfig
+from bertkit.config import IGNORE, BertConfig
 from bertkit.model.bert import BertModel
 from bertkit.model.layer import ACTIVATIONS, init_weights
-
-IGNORE = -100
 
 
 @dataclass
@@ -102,12 +100,21 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
         if mlm_labels is not None:
             selected = mlm_labels != IGNORE
             hidden, targets = hidden[selected], mlm_labels[selected]  # (N, H), (N,)
-        mlm_logits = self.mlm(hidden, self.bert.embeddings.token.weight)
+        mlm_logits = self.lm_logits(hidden)
         nsp_logits = self.nsp(self.nsp_drop(out.pooler_output)) if self.nsp is not None else None
         mlm_loss = F.cross_entropy(mlm_logits.float(), targets) if mlm_labels is not None else None
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels) if nsp_labels is not None else None
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         return PreTrainingOutput(mlm_logits, nsp_logits, sum(losses) if losses else None, mlm_loss, nsp_loss)
+
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) hidden states -> (..., V) vocabulary logits through the MLM head, tied to the token embeddings.
+
+        Pass only the positions that need a prediction (the masked ones): the vocabulary projection is the largest
+        matmul of the model.
+        """
+        return self.mlm(hidden, self.bert.embeddings.token.weight)
 
 
 def _num_labels(config: BertConfig, num_labels: int | None) -> int:

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.config import PRESETS, BertConfig
-from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches
+from bertkit.config import IGNORE, PRESETS, BertConfig
+from bertkit.data.pretraining import PretrainingBatches
 from bertkit.data.shards import ShardError, ShardSet
 from bertkit.inspect.report import write_report
 from bertkit.model import BertForPreTraining
@@ -164,7 +164,7 @@ class Distiller(nn.Module):
         """input_ids, attention_mask, mlm_labels, token_type_ids: (B, T). ``nsp_labels`` is accepted (pretraining
         batches carry it) and ignored: distillation has no sentence task. Token types reach each model only if it
         has a token-type table (a DistilBERT student has none)."""
-        selected, real = mlm_labels != IGNORE_INDEX, attention_mask.bool()
+        selected, real = mlm_labels != IGNORE, attention_mask.bool()
         with torch.inference_mode():
             t_hidden, t_logits = _mlm_at(self.teacher, input_ids, token_type_ids, attention_mask, selected)
             t_hidden = t_hidden[real]
@@ -186,7 +186,7 @@ def _mlm_at(
     """(last hidden states (B, T, H), MLM logits (N, V) at the ``selected`` positions) of one model."""
     types = token_type_ids if model.config.has_token_types else None
     hidden = model.bert(input_ids, types, attention_mask).last_hidden_state
-    return hidden, model.mlm(hidden[selected], model.bert.embeddings.token.weight)
+    return hidden, model.lm_logits(hidden[selected])
 
 
 # ----------------------------------------------------------------------------------- teacher and student
@@ -292,7 +292,7 @@ class DistillationEvaluator:
         for index in range(self.source.num_batches(0)):
             batch = {k: v.to(device) for k, v in self.source.batch(0, index).items()}
             out = model(**batch)
-            targets = batch["mlm_labels"][batch["mlm_labels"] != IGNORE_INDEX]  # (N,)
+            targets = batch["mlm_labels"][batch["mlm_labels"] != IGNORE]  # (N,)
             student, teacher = out.student_logits.float(), out.teacher_logits.float()
             n, real = targets.numel(), int(batch["attention_mask"].sum())
             sums += torch.tensor([

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.config import PRESETS, BertConfig
-from bertkit.data.pretraining import ARCH_OBJECTIVES, IGNORE_INDEX, PretrainingBatches
+from bertkit.config import IGNORE, PRESETS, BertConfig
+from bertkit.data.pretraining import ARCH_OBJECTIVES, PretrainingBatches
 from bertkit.data.shards import MANIFEST, ShardError, ShardSet
 from bertkit.inspect.report import write_report
 from bertkit.model import BertForPreTraining
@@ -364,7 +364,7 @@ class PretrainingEvaluator:
             batch = {k: v.to(device) for k, v in self.source.batch(0, index).items()}
             out = model(**batch)
             labels = batch["mlm_labels"]
-            targets = labels[labels != IGNORE_INDEX]  # (N,), in the order of out.mlm_logits' rows
+            targets = labels[labels != IGNORE]  # (N,), in the order of out.mlm_logits' rows
             mlm_logits = out.mlm_logits.float()
             sums[:3] += torch.tensor([
                 nn.functional.cross_entropy(mlm_logits, targets, reduction="sum").item(),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.checkpoint.io import find_weights, load_standard_state, read_state_dict
+from bertkit.checkpoint.io import load_weights
 from bertkit.config import BertConfig, takes_token_types
 from bertkit.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertkit.tasks.batches import sorted_batches
@@ -81,9 +81,7 @@ def build_task_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = HEADS[spec.architecture](config)
-    weights = find_weights(directory)
-    model.load_report = load_standard_state(model, read_state_dict(weights), strict=True, source=str(weights))
-    return model
+    return load_weights(model, directory)
 
 
 @torch.no_grad()

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bertkit.config import IGNORE
 from bertkit.tasks.metrics import get_entities
 from bertkit.tasks.readers import TaggingExample
 
 if TYPE_CHECKING:
     from bertkit.tokenizer import Encoding, Tokenizer
 
-IGNORE_INDEX = -100  # label of positions the loss skips: specials, padding, non-first sub-tokens
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def encode_tagging(
         first = _first_tokens(enc, seqs, word_char_starts(example.tokens))
         labels = None
         if example.tags is not None:
-            labels = [IGNORE_INDEX] * len(ids)
+            labels = [IGNORE] * len(ids)
             for position, tag in zip(first, example.tags, strict=True):
                 if tag not in tag_id:
                     raise ValueError(f"line {example.line}: tag {tag!r} is not in the tag list {list(tag_list)}")
