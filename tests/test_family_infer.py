@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from bertkit import Predictor
-from bertkit.infer.encode import embed_texts, fill_mask
+from bertkit.infer.embed import embed_texts
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
 from bertkit.recipes import finetune
 from bertkit.recipes.finetune import FinetuneSettings, run_finetune

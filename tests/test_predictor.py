@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bertkit.infer.encode import embed_texts, fill_mask
+from bertkit.infer.embed import embed_texts
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.infer.predictor import Predictor
 from bertkit.infer.quantize import Int8FeedForward
 from bertkit.model import BertForPreTraining

@@ -31,7 +31,7 @@ import torch
 from bertkit.data.corpus import expand_inputs
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
-from bertkit.infer.encode import fill_mask
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
 from bertkit.recipes.pretrain import PretrainSettings, build_model, run_pretraining
 from bertkit.tokenizer import Tokenizer

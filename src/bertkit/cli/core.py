@@ -92,7 +92,7 @@ def _load_tokenizer(directory: str):
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    from bertkit.infer.encode import fill_mask
+    from bertkit.infer.fill_mask import fill_mask
     from bertkit.model import BertForPreTraining
 
     model = BertForPreTraining.from_pretrained(args.model).eval()
@@ -109,7 +109,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from bertkit.infer.encode import embed_texts
+    from bertkit.infer.embed import embed_texts
     from bertkit.model import BertModel
 
     texts = _read_lines(args.input)

@@ -10,7 +10,7 @@ from typing import TypeVar
 import torch
 
 from bertkit.data.batching import attention_mask, pad
-from bertkit.infer.streams import Streams, run_batches
+from bertkit.infer.parallel_batches import Streams, run_batches
 
 Row = tuple[Sequence[int], Sequence[int]]  # token ids, token type ids
 R = TypeVar("R")
@@ -27,7 +27,7 @@ def run_padded(rows: Sequence[Row], groups: Sequence[list[int]], pad_id: int,
                run: Callable[[dict[str, torch.Tensor]], R], streams: Streams | None,
                ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], R]]:
     """(indices, padded batch, ``run(batch)``) for each group of row indices, in order; the batches run on
-    ``streams`` as :func:`bertkit.infer.streams.run_batches` decides. Closing this early cancels the batches
+    ``streams`` as :func:`bertkit.infer.parallel_batches.run_batches` decides. Closing this early cancels the batches
     not yet started."""
     batches = [pad_rows([rows[i] for i in group], pad_id) for group in groups]
     with closing(run_batches(run, batches, streams)) as outputs:

@@ -33,10 +33,11 @@ from bertkit.checkpoint.io import find_weights, load_weights, read_state_dict
 from bertkit.config import BertConfig
 from bertkit.data.batching import length_sorted_batches
 from bertkit.infer.batching import Row, run_padded
-from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
-from bertkit.infer.graph import TorchBackend
+from bertkit.infer.embed import POOLINGS, pool
+from bertkit.infer.fill_mask import MaskPrediction
+from bertkit.infer.parallel_batches import check_streams, streams_for
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
-from bertkit.infer.streams import check_streams, streams_for
+from bertkit.infer.torch_backend import TorchBackend
 from bertkit.model import BertForPreTraining, BertModel
 from bertkit.tasks.families import TaskSpec, head_class
 from bertkit.tasks.metrics import get_entities
@@ -130,7 +131,7 @@ class Predictor:
         quantize: None or "int8": dynamic int8 on the encoder linears chosen by ``recipe``.
         threads: intra-op threads (torch's setting is process-wide; onnxruntime's per session).
         streams: how many batches the torch backend runs at once on the CPU, each on ``threads / streams``
-            threads (:mod:`bertkit.infer.streams`); default 2 where there are 2 or more threads, else 1.
+            threads (:mod:`bertkit.infer.parallel_batches`); default 2 where there are 2 or more threads, else 1.
             A call that makes fewer than two batches per stream runs them one by one on all threads. GPU and
             onnxruntime run one batch at a time.
         batch_size, max_tokens: at most this many texts, and padded tokens, per forward.

@@ -11,7 +11,7 @@ from bertkit.checkpoint.io import PretrainedMixin
 from bertkit.config import BertConfig
 from bertkit.model.embeddings import Embeddings
 from bertkit.model.layer import EncoderLayer, init_weights
-from bertkit.model.packing import Packing
+from bertkit.model.unpadding import Packing
 
 POOLER_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -58,7 +58,7 @@ class BertModel(PretrainedMixin, nn.Module):
     ) -> BertOutput:
         """input_ids, token_type_ids, attention_mask: (B, T).
 
-        With padding, the layers run on the real tokens only (see :mod:`bertkit.model.packing`) and the
+        With padding, the layers run on the real tokens only (see :mod:`bertkit.model.unpadding`) and the
         returned hidden states are zero at padded positions.
         """
         packing = Packing.from_attention_mask(attention_mask)
