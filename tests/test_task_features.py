@@ -70,9 +70,11 @@ def test_label_outside_the_list_names_the_line(tok):
         cls.encode_classification([TextExample("good", label="maybe", line=7)], tok, ["neg", "pos"])
 
 
-def test_predict_labels_maps_argmax_to_names_and_passes_regression_through():
-    assert cls.predict_labels(np.array([[0.1, 2.0], [3.0, -1.0]]), ["neg", "pos"]) == ["pos", "neg"]
-    assert cls.predict_labels(np.array([[4.5], [0.25]]), None) == [4.5, 0.25]
+def test_classify_logits_maps_argmax_to_names_and_passes_regression_through():
+    result = cls.classify_logits(np.array([0.1, 2.0]), ["neg", "pos"])
+    assert result.label == "pos" and result.score == result.probabilities["pos"] > 0.5
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-12)
+    assert cls.classify_logits(np.array([4.5]), None) == cls.Classification(None, 4.5, {})
 
 
 # ---------------------------------------------------------------------------------------------------------

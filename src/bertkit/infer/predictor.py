@@ -14,6 +14,7 @@ graph (:mod:`bertkit.infer.onnx_export`).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import math
 import os
@@ -39,43 +40,22 @@ from bertkit.infer.parallel_batches import check_streams, streams_for
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
 from bertkit.infer.torch_backend import TorchBackend
 from bertkit.model import BertForPreTraining, BertModel
+from bertkit.tasks.classification import Classification, classify_logits
 from bertkit.tasks.families import TaskSpec, head_class
-from bertkit.tasks.metrics import get_entities
 from bertkit.tasks.models import load_task_model
 from bertkit.tasks.qa import decode_qa, encode_qa
 from bertkit.tasks.readers import QAExample
+from bertkit.tasks.tagging import EntitySpan, entity_spans
 from bertkit.tokenizer import Encoding, Tokenizer
 
 log = logging.getLogger("bertkit")
 
 BACKENDS = ("torch", "onnx")
-TASK_CAPABILITY = {"classify": "classify", "pair": "classify", "regress": "classify", "tag": "tag", "qa": "answer"}
-
-
-@dataclass
-class Classification:
-    """label: the predicted class (None for regression); score: its probability, or the regression value."""
-
-    label: str | None
-    score: float
-    probabilities: dict[str, float]  # every class's probability; empty for regression
-    truncated: bool = False
-
-
-@dataclass
-class Entity:
-    """A tagged span: type, character span [start, end) in the input text, the text, mean tag probability."""
-
-    label: str
-    start: int
-    end: int
-    text: str
-    score: float
 
 
 @dataclass
 class Tagging:
-    entities: list[Entity]
+    entities: list[EntitySpan]  # each with its mean tag probability as score
     truncated: bool = False
 
 
@@ -205,7 +185,7 @@ class Predictor:
     @property
     def capabilities(self) -> tuple[str, ...]:
         """Methods this model supports, among classify, tag, answer, fill_mask, embed."""
-        found = [TASK_CAPABILITY[self.task]] if self.task else []
+        found = [self.spec.family.answers] if self.spec else []
         if isinstance(self.model, BertForPreTraining):
             found.append("fill_mask")
         return (*found, "embed")
@@ -256,8 +236,8 @@ class Predictor:
         """A label and class probabilities per text (or text pair); the value for regression models."""
         self._require("classify")
         texts = _check_texts(texts)
-        if (pairs is not None) != (self.task == "pair"):
-            need = "needs" if self.task == "pair" else "takes no"
+        if (pairs is not None) != self.spec.family.needs_pairs:
+            need = "needs" if self.spec.family.needs_pairs else "takes no"
             raise ValueError(f"{self.directory} was fine-tuned for task {self.task!r}: it {need} pairs")
         if pairs is not None:
             pairs = _check_texts(pairs, "pairs")
@@ -266,17 +246,9 @@ class Predictor:
         rows, truncated = self.encode_ids(texts, pairs)
         results: list[Classification] = [None] * len(texts)  # type: ignore[list-item]
         for indices, _, out in self._batches(rows):
-            for i, row in zip(indices, out["logits"].float().cpu(), strict=True):
-                results[i] = self._classification(row, truncated[i])
+            for i, row in zip(indices, out["logits"].float().cpu().numpy(), strict=True):
+                results[i] = dataclasses.replace(classify_logits(row, self.spec.labels), truncated=truncated[i])
         return results
-
-    def _classification(self, logits: torch.Tensor, truncated: bool) -> Classification:
-        if self.task == "regress":
-            return Classification(None, float(logits[0]), {}, truncated)
-        probs = logits.softmax(-1).tolist()
-        best = int(np.argmax(probs))
-        labels = self.spec.labels
-        return Classification(labels[best], probs[best], dict(zip(labels, probs, strict=True)), truncated)
 
     def tag(self, texts: Sequence[str]) -> list[Tagging]:
         """Entities with character spans into each text.
@@ -368,7 +340,7 @@ def _rows(encodings: Sequence[Encoding]) -> list[Row]:
     return [(e.ids, e.type_ids) for e in encodings]
 
 
-def _entities(text: str, encoding: Encoding, probs: np.ndarray, labels: Sequence[str]) -> list[Entity]:
+def _entities(text: str, encoding: Encoding, probs: np.ndarray, labels: Sequence[str]) -> list[EntitySpan]:
     """probs: (T, C) tag probabilities of the encoding's tokens -> entities over whitespace words of ``text``."""
     words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     starts = [start for start, _ in words]
@@ -383,8 +355,4 @@ def _entities(text: str, encoding: Encoding, probs: np.ndarray, labels: Sequence
         tagged.add(word)
         best = int(probs[position].argmax())
         tags[word], scores[word] = labels[best], float(probs[position, best])
-    entities = []
-    for label, first, last in get_entities(tags):
-        start, end = words[first][0], words[last][1]
-        entities.append(Entity(label, start, end, text[start:end], float(np.mean(scores[first:last + 1]))))
-    return entities
+    return entity_spans(text, words, tags, scores)

@@ -46,7 +46,7 @@ from bertkit.config import BertConfig
 from bertkit.inspect.report import DETAILS_FILE, write_report
 from bertkit.tasks import families
 from bertkit.tasks.batches import TaskBatches
-from bertkit.tasks.families import TaskSpec
+from bertkit.tasks.families import FAMILIES, TaskSpec
 from bertkit.tasks.models import build_task_model, load_task_model, run_on_features
 from bertkit.tasks.readers import glue_path
 from bertkit.tokenizer import Tokenizer
@@ -121,8 +121,11 @@ class FinetuneSettings:
         if self.patience is not None and self.dev is None:
             raise ValueError("early stopping (patience) needs a dev set")
         self.model, self.out = Path(self.model), Path(self.out)
-        self.lr = self.lr or (5e-5 if self.task == "qa" else 3e-5)
-        self.max_seq_len = self.max_seq_len or (384 if self.task == "qa" else 128)
+        family = FAMILIES.get(self.task)
+        if family is None:
+            raise ValueError(f"unknown task {self.task!r} (expected one of {', '.join(FAMILIES)})")
+        self.lr = self.lr or family.default_lr
+        self.max_seq_len = self.max_seq_len or family.default_max_seq_len
 
     def spec(self, labels: tuple[str, ...] | None = None) -> TaskSpec:
         return TaskSpec(self.task, labels, self.max_seq_len, self.glue, self.text_column, self.pair_column,
