@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from bertkit.cli import main
 from bertkit.config import BertConfig
@@ -105,7 +106,6 @@ def _inputs(task: str, tokenizer: Tokenizer, config: BertConfig) -> dict[str, to
 @pytest.mark.parametrize("task", list(LEARNS))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_task_dir_names_the_variant_class_and_transformers_loads_it_with_equal_logits(runs, arch, task):
-    transformers = pytest.importorskip("transformers")
     settings, _ = runs[arch, task]
     config = json.loads((settings.out / "config.json").read_text())
     assert config["architectures"] == [PREFIX[arch] + HEAD[task]] and config["model_type"] == arch
@@ -226,7 +226,6 @@ def test_a_model_without_token_types_gets_batches_without_them(pretrained, runs)
 
 
 def test_a_task_dir_saved_by_transformers_loads_with_its_family(pretrained, tmp_path):
-    transformers = pytest.importorskip("transformers")
     source = pretrained["roberta"]
     config = transformers.AutoConfig.from_pretrained(str(source), id2label={0: "O", 1: "B-PER"})
     torch.manual_seed(0)

@@ -71,7 +71,6 @@ def test_classify_equals_the_models_own_probabilities(variants, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_onnx_backend_matches_torch_for_every_task(variants, arch):
-    pytest.importorskip("onnxruntime")
     for task in ("classify", "tag", "qa"):
         eager, onnx = Predictor(variants[arch][task]), Predictor(variants[arch][task], backend="onnx")
         if arch == "distilbert":
@@ -123,7 +122,6 @@ def test_int8_runs_and_stays_close_to_fp32(variants, arch):
 
 
 def test_server_answers_roberta_fill_mask_and_distilbert_classify(variants):
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from bertkit.serve.app import create_app

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from bertkit import BertConfig, BertForPreTraining
 from bertkit.cli import main
@@ -292,7 +293,6 @@ def test_cli_prepares_and_pretrains_roberta_end_to_end(tokenizers, tmp_path, cap
                  "--preset", "tiny", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "manifest.json" in err and "'none'" in err and "'sop'" in err
-    transformers = pytest.importorskip("transformers")
     reference = transformers.AutoModelForMaskedLM.from_pretrained(run).eval()  # the run folder loads there too
     ours = BertForPreTraining.from_pretrained(run).eval()
     ids = torch.tensor([Tokenizer.from_pretrained(run).encode("Alice was beginning to get very tired.").ids])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from bertkit.recipes.finetune import FinetuneSettings, evaluate_model, predict, run_finetune
 from bertkit.tasks import families
@@ -126,7 +127,6 @@ def test_model_directory_carries_task_labels_and_tokenizer(runs):
 
 @pytest.mark.parametrize("task", ["classify", "regress", "tag", "qa"])
 def test_transformers_loads_the_model_with_equal_logits(runs, task):
-    transformers = pytest.importorskip("transformers")
     settings, _ = runs[task]
     loaded = load_task_model(settings.out)
     sequence = transformers.BertForSequenceClassification

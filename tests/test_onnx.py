@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 
@@ -10,9 +11,6 @@ from bertkit.infer.onnx_export import export_onnx, quantize_onnx
 from bertkit.infer.predictor import Predictor, load_model
 from bertkit.infer.torch_backend import TorchBackend
 from infer_toys import make_model_dirs
-
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 
-from bertkit.data.corpus import expand_inputs
+from bertkit.data.corpus import text_files
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
+from bertkit.files import write_text
 from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
 from bertkit.recipes.pretrain import PretrainSettings, build_model, run_pretraining
@@ -106,10 +107,7 @@ def python_docs_corpus(max_chars: int | None = None) -> list[str]:
 
 def write_corpus(documents: list[str], path: Path) -> Path:
     """One document per paragraph block, separated by blank lines; written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n\n".join(documents) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -142,7 +140,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
         echo("gathering Python's bundled documentation (stdlib docstrings, pydoc topics) ...")
         inputs = [str(write_corpus(python_docs_corpus(settings.max_corpus_chars), out / "corpus.txt"))]
     echo(f"training a WordPiece vocabulary of {settings.vocab_size} ...")
-    tokenizer = Tokenizer.train(expand_inputs(inputs), vocab_size=settings.vocab_size)
+    tokenizer = Tokenizer.train(text_files(inputs)[0], vocab_size=settings.vocab_size)  # skips as prepare does
     tokenizer.save_pretrained(out / "tokenizer")
     echo("preparing shards (sentence pairs for NSP) ...")
     manifest = prepare(inputs, str(out / "tokenizer"), str(out / "shards"), max_seq_len=settings.max_seq_len,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from bertkit import files
 from bertkit.checkpoint import names
 from bertkit.config import BertConfig
 
@@ -94,26 +94,6 @@ def load_weights(model: M, directory: Path, *, strict: bool = True,
     return model
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp)`` then rename over ``path``: readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class PretrainedMixin:
     """``from_pretrained`` / ``save_pretrained`` for every bertkit model class.
 
@@ -138,15 +118,9 @@ class PretrainedMixin:
         state = standard_state_dict(self)  # type: ignore[arg-type]
         config = self.config.to_dict()
         config["architectures"] = [standard_architecture(type(self).__name__, self.config)]
-        atomic_write(
-            directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
-        )
-        atomic_write(
-            directory / "config.json",
-            lambda tmp: Path(tmp).write_text(
-                json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-            ),
-        )
+        weights = directory / "model.safetensors"
+        files.atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        files.write_text(directory / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def standard_architecture(class_name: str, config: BertConfig) -> str:

@@ -11,6 +11,7 @@ job, trains on its share of the shards, and only rank 0 writes and prints.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from bertkit.cli.common import UsageError, run_distributed
@@ -22,14 +23,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     manifest = prepare(args.corpus, args.tokenizer, args.out, max_seq_len=args.max_seq_len, workers=args.workers,
                        seed=args.seed, dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob,
-                       text_field=args.text_field, arch=args.arch)
+                       text_field=args.text_field, arch=args.arch, strict=args.strict)
     counts = manifest["counts"]
     labelled = {"not_next": "NotNext", "swapped": "swapped"}
     kind = next((f"{counts[k]} {name}" for k, name in labelled.items() if k in counts), "packed full sentences")
     print(f"wrote {args.out} ({manifest['objective']} objective): {len(manifest['shards'])} shard(s), "
           f"{counts['instances']} instances ({kind}), {counts['tokens']} tokens from {counts['documents']} "
-          f"documents in {counts['files']} file(s)" + (f"; skipped {counts['skipped_files']} file(s)"
-                                                        if counts["skipped_files"] else ""))
+          f"documents in {counts['files']} file(s)" + (f"; skipped {counts['skipped_files']} file(s) that are "
+                                                        "not UTF-8 text" if counts["skipped_files"] else ""))
 
 
 def _settings(args: argparse.Namespace):
@@ -41,14 +42,26 @@ def _settings(args: argparse.Namespace):
         raise UsageError("--phase2-data and --phase2-steps go together")
     return PretrainSettings(
         data=args.data, out_dir=args.out, arch=args.arch, preset=args.preset or "base", config_file=args.config,
-        init_from=args.init_from, tokenizer=args.tokenizer, max_steps=args.max_steps, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, warmup_ratio=args.warmup_ratio, optimizer=args.optimizer,
-        precision=args.precision, whole_word=args.whole_word, seed=args.seed, log_every=args.log_every,
+        init_from=args.init_from, tokenizer=args.tokenizer, max_steps=args.max_steps, max_minutes=args.max_minutes,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_ratio=args.warmup_ratio,
+        optimizer=args.optimizer, precision=args.precision, whole_word=args.whole_word, mlm_prob=args.mlm_prob,
+        dropout=args.dropout, sentence_task=args.sentence_task, seed=args.seed, log_every=args.log_every,
         eval_every=args.eval_every, save_every=args.save_every, keep_last=args.keep_last,
         eval_holdout=args.eval_holdout, eval_batch_size=args.eval_batch_size, phase2_data=args.phase2_data,
         phase2_steps=args.phase2_steps or 0, resume=args.resume, progress=not args.no_progress,
         plots=not args.no_plots, compile=args.compile,
     )  # fmt: skip
+
+
+def _minutes(text: str) -> float:
+    """``--max-minutes``: a finite number above zero (argparse turns the error into a one-line usage message)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be more than 0 minutes")
+    return value
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -61,7 +74,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 def _print_summary(summary: dict, out: Path) -> None:
     initial = summary.get("initial_eval") or {}
-    print(f"trained {summary['step']} steps in {summary['elapsed']:.0f} s; final training loss {summary['loss']:.4f}")
+    print(f"trained {summary['step']} steps in {summary['elapsed']:.0f} s ({summary['train_seconds']:.0f} s of "
+          f"training); final training loss {summary['loss']:.4f}")
     if summary.get("fresh_parameters"):
         print(f"initialised fresh: {', '.join(summary['fresh_parameters'])}")
     for key in ("mlm_loss", "mlm_accuracy", "perplexity", "nsp_accuracy", "sop_accuracy"):
@@ -99,12 +113,18 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dupe-factor", type=int, default=1, help="passes over the corpus, each split differently")
     p.add_argument("--short-seq-prob", type=float, default=0.1)
     p.add_argument("--text-field", default="text", help="JSON field holding the text in .jsonl files")
+    p.add_argument("--strict", action="store_true", help="refuse a file that is not UTF-8 text (default: skip it "
+                                                         "with a warning)")
     p.set_defaults(handler=cmd_prepare)
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     from bertkit.config import PRESETS
     from bertkit.data.pretraining import ARCH_OBJECTIVES
+    from bertkit.recipes.pretrain import BUDGET_RECIPE, PAPER_RECIPE
+
+    def defaults(name: str) -> str:
+        return f"default {PAPER_RECIPE[name]}; with --max-minutes {BUDGET_RECIPE[name]}"
 
     p = sub.add_parser("pretrain", help="pretrain a BERT-family model (masked LM + its sentence task) on a shard set")
     p.add_argument("--data", required=True, help="shard set written by `bertkit prepare`")
@@ -117,15 +137,25 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                                         "shards)")
     p.add_argument("--init-from", help="checkpoint folder to continue pretraining from")
     p.add_argument("--tokenizer", help="tokenizer folder (default: --init-from, else the shard set)")
-    p.add_argument("--max-steps", type=int, default=10_000, help="optimizer steps, both phases together")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch per process")
+    p.add_argument("--max-steps", type=int,
+                   help="optimizer steps, both phases together (default 10000; with --max-minutes: no limit)")
+    p.add_argument("--max-minutes", type=_minutes,
+                   help="budget of training time (evaluation not counted): the schedule follows the budget, and "
+                        "unset options take the studied budget recipe (see README)")
+    p.add_argument("--batch-size", type=int, help=f"sequences per micro-batch per process ({defaults('batch_size')})")
     p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup-ratio", type=float, default=0.01)
+    p.add_argument("--lr", type=float, help=f"peak learning rate ({defaults('lr')})")
+    p.add_argument("--warmup-ratio", type=float, help=f"warm-up share of the run ({defaults('warmup_ratio')})")
     p.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 on a GPU, fp32 on CPU")
-    p.add_argument("--whole-word", action="store_true", help="mask whole words")
+    p.add_argument("--whole-word-mask", "--whole-word", dest="whole_word", action="store_true", default=None,
+                   help=f"mask whole words, all pieces of a word together ({defaults('whole_word')})")
+    p.add_argument("--mlm-prob", type=float, help=f"share of tokens masked ({defaults('mlm_prob')})")
+    p.add_argument("--dropout", type=float, help=f"dropout while pretraining ({defaults('dropout')}; None: the "
+                                                 "config's); the saved config keeps its own rates")
+    p.add_argument("--sentence-task", action=argparse.BooleanOptionalAction,
+                   help=f"train the shards' sentence task (NSP / SOP) besides masked-LM ({defaults('sentence_task')})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=500, help="0: evaluate only at the end")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertkit.checkpoint.io import atomic_write
+from bertkit.files import atomic_write
 from bertkit.inspect.page import render_page
 from bertkit.model import BertForPreTraining
 from bertkit.tokenizer import Encoding, Tokenizer

@@ -401,11 +401,19 @@ def run_distillation(settings: DistillSettings, dist: DistInfo | None = None) ->
 
     Every check that can fail (teacher, shards, tokenizer, student shape, an existing run folder) runs before
     training starts. Under torchrun each rank trains on its own share of the shards; only rank 0 writes.
+    The run folder is locked for the whole run; resuming a finished run returns its recorded summary.
     """
     dist = dist or DistInfo.single()
+    with ckpt.RunLock(settings.out_dir, enabled=dist.is_main):
+        return _run_distillation(settings, dist)
+
+
+def _run_distillation(settings: DistillSettings, dist: DistInfo) -> dict[str, Any]:
     out_dir = Path(settings.out_dir)
     resuming = ckpt.resume_point(out_dir, settings.resume, METRICS_FILE) is not None
     run_info = ckpt.read_run_file(out_dir / RUN_FILE, settings, _RUN_DEFINING, "distillation") if resuming else {}
+    if "summary" in run_info:
+        return ckpt.finished_run(out_dir, run_info)
     shards = ShardSet(settings.shards)
     data = settings.data_settings()
     tokenizer = resolve_tokenizer(data, shards)

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bertkit.checkpoint.io import atomic_write
+from bertkit import files
 from bertkit.config import BertConfig
 from bertkit.inspect.report import DETAILS_FILE, write_report
 from bertkit.tasks import families
@@ -198,14 +198,13 @@ def predict(
     outputs, _ = run_on_features(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
     records = families.prediction_records(spec, examples, features, outputs)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    atomic_write(Path(output), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    files.write_text(output, text)
     return len(records)
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
     """Write JSON atomically (temp file, then rename)."""
-    text = json.dumps(value, indent=2) + "\n"
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    files.write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -250,7 +249,7 @@ def _check_out_dir(settings: FinetuneSettings) -> None:
     out = settings.out
     if out.resolve() == settings.model.resolve():
         raise ValueError(f"the output directory {out} is the pretrained model's directory")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(p.name != checkpointing.LOCK_FILE for p in out.iterdir()):
         if settings.resume:
             raise FileNotFoundError(f"{out}: no previous run to resume")
         return
@@ -274,7 +273,8 @@ def _check_out_dir(settings: FinetuneSettings) -> None:
 
 def _clear_dir(directory: Path) -> None:
     for entry in directory.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.name != checkpointing.LOCK_FILE:  # held by this run
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 @dataclass
@@ -328,7 +328,13 @@ def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> di
         example counts and whether early stopping ended the run.
     """
     dist = dist or DistInfo.single()
-    _check_out_dir(settings)
+    _check_out_dir(settings)  # before the lock file goes into a folder this run may not use
+    with checkpointing.RunLock(settings.out, enabled=dist.is_main):
+        return _run_finetune(settings, dist)
+
+
+def _run_finetune(settings: FinetuneSettings, dist: DistInfo) -> dict[str, Any]:
+    _check_out_dir(settings)  # again, now that no other process can change the folder
     barrier(dist)  # every rank has looked before rank 0 writes
     tokenizer = Tokenizer.from_pretrained(settings.model)
     _check_tokenizer(tokenizer, BertConfig.from_json_file(settings.model / "config.json"), settings.model)

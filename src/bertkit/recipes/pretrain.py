@@ -15,13 +15,19 @@ settings, the data, the evaluation before training and the final summary), ``rep
 (``loss.png`` …, see :mod:`bertkit.inspect.report`) and ``checkpoints/`` for ``resume``.
 
 Evaluation uses a held-out tail of the shard set (the end of the corpus, so no training instance shares its
-documents) masked with a fixed seed, so every evaluation of a run, and of any run on the same shards, scores the
-same positions.
+documents) masked with a fixed seed at BERT's 15% token rate whatever the run's own masking, so every evaluation of
+a run, and of any run on the same shards, scores the same positions.
+
+A run with a time budget (``max_minutes``) trains until that much training time is spent, its learning rate
+following the fraction of the budget used. Settings left unset (None) take the budget recipe
+(:data:`BUDGET_RECIPE`, chosen by ``benchmarks/pretrain_recipe.py``) in a budgeted run and the BERT paper's
+choices (:data:`PAPER_RECIPE`) otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -42,16 +48,34 @@ from bertkit.tokenizer import Tokenizer
 from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo
 from bertkit.train.logging import METRICS_FILE
-from bertkit.train.loop import Phase, TrainConfig, Trainer, resolve_precision
+from bertkit.train.loop import (
+    UNBOUNDED_STEPS,
+    BudgetError,
+    Phase,
+    TrainConfig,
+    Trainer,
+    check_minutes,
+    resolve_precision,
+)
 
 log = logging.getLogger("bertkit")
 
 RUN_FILE = "pretrain.json"
 EVAL_MASK_SEED = 0  # evaluation masking never changes, so evaluations are comparable across steps and runs
+EVAL_MLM_PROB = 0.15  # ... nor does its rate: runs that train at another masking rate are scored alike
+
+# Defaults of the settings left unset. ``dropout=None`` keeps the model config's own rates; a number replaces them
+# during pretraining only (the saved config keeps its rates for fine-tuning).
+PAPER_RECIPE: dict[str, Any] = dict(batch_size=32, lr=1e-4, warmup_ratio=0.01, mlm_prob=0.15, whole_word=False,
+                                    dropout=None, sentence_task=True)
+# What a time-budgeted run uses, the best recipe of the study in benchmarks/RESULTS.md ("Pretraining recipe").
+BUDGET_RECIPE: dict[str, Any] = dict(batch_size=64, lr=1e-3, warmup_ratio=0.05, mlm_prob=0.15, whole_word=False,
+                                     dropout=0.0, sentence_task=False)
+PAPER_MAX_STEPS = 10_000
 # Settings that define a run: resuming with any of them changed would not continue the same run.
-_RUN_DEFINING = ("data", "phase2_data", "phase2_steps", "arch", "preset", "config_file", "init_from", "max_steps",
-                 "batch_size", "grad_accum", "lr", "warmup_ratio", "optimizer", "weight_decay", "whole_word",
-                 "seed", "eval_holdout")
+_RUN_DEFINING = ("max_minutes", "data", "phase2_data", "phase2_steps", "arch", "preset", "config_file",
+                 "init_from", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "optimizer",
+                 "weight_decay", "whole_word", "mlm_prob", "dropout", "sentence_task", "seed", "eval_holdout")
 
 
 @dataclass
@@ -67,6 +91,11 @@ class PretrainSettings:
     the one that wrote the shards.
     Evaluation: ``eval_holdout`` instances from the end of the shard set (None: 5%, at most 1000; 0: none).
     Two phases: with ``phase2_data``, the last ``phase2_steps`` steps train on that set (e.g. length 512).
+    Budget: ``max_minutes`` of training time end the run (with ``max_steps`` too, whichever comes first; without
+    it, the budget alone). Unset (None) settings take :data:`BUDGET_RECIPE` with a budget, else
+    :data:`PAPER_RECIPE` (and ``max_steps`` 10,000).
+    Objective: ``mlm_prob`` of the tokens are masked (``whole_word``: whole words); ``sentence_task=False`` trains
+    masked-LM alone, also on shards prepared with NSP / SOP pairs.
     """
 
     data: str
@@ -76,15 +105,19 @@ class PretrainSettings:
     config_file: str | None = None
     init_from: str | None = None
     tokenizer: str | None = None
-    max_steps: int = 10_000
-    batch_size: int = 32
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    batch_size: int | None = None
     grad_accum: int = 1
-    lr: float = 1e-4
-    warmup_ratio: float = 0.01
+    lr: float | None = None
+    warmup_ratio: float | None = None
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     precision: str = "auto"
-    whole_word: bool = False
+    whole_word: bool | None = None
+    mlm_prob: float | None = None
+    dropout: float | None = None
+    sentence_task: bool | None = None
     seed: int = 0
     log_every: int = 50
     eval_every: int = 500
@@ -100,18 +133,31 @@ class PretrainSettings:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        check_minutes(self.max_minutes, "max_minutes")
+        recipe = PAPER_RECIPE if self.max_minutes is None else BUDGET_RECIPE
+        for name, value in recipe.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.max_steps is None and self.max_minutes is None:
+            self.max_steps = PAPER_MAX_STEPS
+        if not 0 < self.mlm_prob < 1:
+            raise ValueError(f"mlm_prob must be in (0, 1), got {self.mlm_prob}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if self.arch is not None and self.arch not in ARCH_OBJECTIVES:
             raise ValueError(f"unknown arch {self.arch!r}; choose from {', '.join(ARCH_OBJECTIVES)}")
         for name in ("max_steps", "batch_size", "grad_accum", "eval_batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_holdout is not None and self.eval_holdout < 0:
             raise ValueError(f"eval_holdout must be >= 0, got {self.eval_holdout}")
         if (self.phase2_data is None) != (self.phase2_steps == 0):
             raise ValueError("phase2_data and phase2_steps go together: give both or neither")
-        if not 0 <= self.phase2_steps < self.max_steps:
+        if self.phase2_steps and self.max_steps is None:
+            raise ValueError("phase2_steps counts back from max_steps: give max_steps with a time budget")
+        if not 0 <= self.phase2_steps < (self.max_steps or 1):
             raise ValueError(f"phase2_steps must be in [0, max_steps={self.max_steps}), got {self.phase2_steps}")
         if self.init_from is not None and self.config_file is not None:
             raise ValueError("give init_from or config_file, not both: an initial checkpoint brings its config")
@@ -122,7 +168,7 @@ class PretrainSettings:
             lr=self.lr, warmup_ratio=self.warmup_ratio, optimizer=self.optimizer, weight_decay=self.weight_decay,
             precision=self.precision, log_every=self.log_every, eval_every=self.eval_every,
             save_every=self.save_every, keep_last=self.keep_last, seed=self.seed, resume=self.resume,
-            progress=self.progress, compile=self.compile,
+            progress=self.progress, compile=self.compile, max_minutes=self.max_minutes,
         )  # fmt: skip
 
 
@@ -132,15 +178,28 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
 
     Every check that can fail (shards, tokenizer, model, an existing run folder) runs before training starts.
     With ``dist`` (from ``init_distributed``) each rank trains on its own share of the shards; only rank 0 writes.
+    The run folder is locked for the whole run (:class:`~bertkit.train.checkpointing.RunLock`). Resuming a run that
+    already finished trains nothing and returns its recorded summary with ``already_finished=True``.
     """
     dist = dist or DistInfo.single()
+    with ckpt.RunLock(settings.out_dir, enabled=dist.is_main):
+        return _run_pretraining(settings, dist)
+
+
+def _run_pretraining(settings: PretrainSettings, dist: DistInfo) -> dict[str, Any]:
     out_dir = Path(settings.out_dir)
     resuming = ckpt.resume_point(out_dir, settings.resume, METRICS_FILE) is not None
+    if resuming:
+        check_resumed_budget(out_dir / RUN_FILE, settings.max_minutes)
     run_info = ckpt.read_run_file(out_dir / RUN_FILE, settings, _RUN_DEFINING, "pretraining") if resuming else {}
+    if "summary" in run_info:
+        return ckpt.finished_run(out_dir, run_info)
     shards = ShardSet(settings.data)
     phase2 = _phase2_shards(settings, shards)
     tokenizer = resolve_tokenizer(settings, shards)
     model = build_model(settings, shards, phase2)
+    if settings.dropout is not None:
+        set_dropout(model, settings.dropout)
     train, evaluation = make_sources(settings, shards, phase2, dist, token_types=model.config.has_token_types)
     evaluate = PretrainingEvaluator(evaluation) if evaluation is not None else None
     trainer = Trainer(
@@ -159,7 +218,12 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
             "initial_eval": initial_eval(trainer, evaluate),
         }
         ckpt.write_run_file(out_dir / RUN_FILE, run_info)
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    except BudgetError:
+        if dist.is_main and not resuming:
+            (out_dir / RUN_FILE).unlink(missing_ok=True)  # this run's own record: it trained nothing
+        raise
     summary.update(initial_eval=run_info.get("initial_eval"), fresh_parameters=run_info.get("fresh_parameters"))
     if dist.is_main:
         ckpt.write_run_file(out_dir / RUN_FILE, {**run_info, "summary": summary})
@@ -167,6 +231,26 @@ def run_pretraining(settings: PretrainSettings, dist: DistInfo | None = None) ->
             report = write_report(out_dir)
             summary["report"] = str(report) if report else None
     return summary
+
+
+def check_resumed_budget(run_file: Path, max_minutes: float | None) -> None:
+    """A budget given on resume must be the run's own: a run started without one cannot be given one later."""
+    if max_minutes is None or not run_file.is_file():
+        return
+    started = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {}).get("max_minutes")
+    if started is None:
+        raise ValueError(f"{run_file}: the run was started without a time budget (max_minutes); resume it "
+                         "without one, or start a new run with it")
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Every dropout of ``model`` (hidden, attention, heads) at rate ``p`` while it trains; its config is left as
+    it is, so a model pretrained without dropout is still fine-tuned with its config's rates."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "dropout", None), float):  # attention keeps its rate as a number for SDPA
+            module.dropout = p
 
 
 def initial_eval(trainer: Trainer, evaluate: Callable[[nn.Module], dict[str, float]] | None) -> dict[str, float]:
@@ -229,27 +313,29 @@ def make_sources(
     without token types) leaves ``token_type_ids`` out of the batches.
     """
     holdout = _holdout_size(settings, len(shards))
+    labels = None if settings.sentence_task else False  # None: the shards' own sentence labels, if any
 
     def train_source(data: ShardSet, cut: int) -> PretrainingBatches:
         indices = np.arange(len(data) - cut)
         source = PretrainingBatches(data, settings.batch_size, settings.seed, rank=dist.rank,
-                                    world_size=dist.world_size, whole_word=settings.whole_word, indices=indices,
-                                    token_types=token_types)
+                                    world_size=dist.world_size, mlm_prob=settings.mlm_prob,
+                                    whole_word=settings.whole_word, indices=indices, token_types=token_types,
+                                    sentence_labels=labels)
         if source.num_batches(0) == 0:
             raise ValueError(f"{data.shard_dir}: {len(indices)} training instances are fewer than one batch of "
                              f"{settings.batch_size} on each of {dist.world_size} process(es)")
         return source
 
-    phases = [Phase("phase1", train_source(shards, holdout), settings.max_steps - settings.phase2_steps)]
+    steps = settings.max_steps or UNBOUNDED_STEPS  # None: the time budget alone ends the run
+    phases = [Phase("phase1", train_source(shards, holdout), steps - settings.phase2_steps)]
     if phase2 is not None:
         cut = math.ceil(holdout * len(phase2) / len(shards))
         phases.append(Phase("phase2", train_source(phase2, cut), settings.phase2_steps))
     evaluation = None
     if holdout:
-        evaluation = PretrainingBatches(shards, settings.eval_batch_size, EVAL_MASK_SEED,
-                                        whole_word=settings.whole_word, drop_last=False,
-                                        indices=np.arange(len(shards) - holdout, len(shards)),
-                                        token_types=token_types)
+        evaluation = PretrainingBatches(shards, settings.eval_batch_size, EVAL_MASK_SEED, mlm_prob=EVAL_MLM_PROB,
+                                        drop_last=False, indices=np.arange(len(shards) - holdout, len(shards)),
+                                        token_types=token_types, sentence_labels=labels)
     return phases, evaluation
 
 
@@ -269,7 +355,7 @@ def build_model(settings: PretrainSettings, shards: ShardSet, phase2: ShardSet |
     config = model_config(settings, shards)
     for data in (shards, phase2):
         if data is not None:
-            check_objective(data, config)
+            check_objective(data, config, sentence_task=settings.sentence_task)
             length = data.manifest["settings"]["max_seq_len"]
             positions = config.max_position_embeddings - config.position_offset
             if length > positions:
@@ -318,13 +404,18 @@ def _check_arch(given: str | None, found: str, source: str) -> None:
                          "use a matching checkpoint / config")
 
 
-def check_objective(shards: ShardSet, config: BertConfig) -> None:
+def check_objective(shards: ShardSet, config: BertConfig, *, sentence_task: bool = True) -> None:
     """Refuse shards prepared for another sentence objective than the model's (e.g. NSP pairs for RoBERTa).
+
+    Without the sentence task (``sentence_task=False``) a model with a sentence head (BERT, ALBERT) trains
+    masked-LM alone on any shards: pairs or packed sentences are text alike, and it has token types for pairs.
 
     Raises:
         ShardError: naming the manifest, the shards' objective and the model's.
     """
     expected = config.sentence_task or "none"
+    if not sentence_task and config.sentence_task is not None:
+        return
     if shards.objective != expected:
         prepared = shards.manifest["settings"].get("arch", "bert")
         raise ShardError(

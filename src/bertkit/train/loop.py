@@ -5,6 +5,10 @@ then gradient clipping, the learning rate for this step (a pure function of the 
 optimizer update. Data comes from a stateless :class:`BatchSource`, so the data position is two
 integers and a resumed run continues exactly where the checkpoint stopped.
 
+A run ends after ``max_steps`` steps or, with ``max_minutes``, once that much training time is spent (whichever
+comes first). Training time counts the steps only, not evaluation or checkpoints, and is carried across resumes;
+the learning-rate schedule of a budgeted run follows the fraction of the budget spent, so it always completes.
+
 Files (rank 0 only) under ``config.out_dir``: ``metrics.jsonl`` (see ``train.logging``),
 ``checkpoints/step-NNNNNNNN/`` (model via ``save_model`` + ``trainer_state.pt``), ``best/`` (the model
 with the best ``best_metric`` so far, plus ``best.json``) and the final model in ``out_dir`` itself.
@@ -13,6 +17,7 @@ with the best ``best_metric`` so far, plus ``best.json``) and the final model in
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +34,10 @@ from bertkit.config import DTYPES, PRECISIONS
 from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, wrap_model
 from bertkit.train.logging import METRICS_FILE, MetricsLogger, Progress
-from bertkit.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor, warmup_steps_for
+from bertkit.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor, lr_factor_at, warmup_steps_for
+
+# The step count of a run that only its time budget ends.
+UNBOUNDED_STEPS = 2**62
 
 
 class BatchSource(Protocol):
@@ -44,7 +52,10 @@ class BatchSource(Protocol):
 class TrainConfig:
     """Everything the loop needs to know. ``max_steps`` counts optimizer steps.
 
-    ``max_steps=None`` derives it from ``epochs`` (micro-batches over all epochs // grad_accum).
+    ``max_steps=None`` derives it from ``epochs`` (micro-batches over all epochs // grad_accum), or with
+    ``max_minutes`` and no ``epochs`` leaves the length to the budget alone.
+    ``max_minutes``: a budget of training time; warm-up then spans ``warmup_ratio`` of the budget (or of
+    ``max_steps``, whichever is further along) and the decay the rest.
     ``warmup_steps`` overrides ``warmup_ratio``. ``max_grad_norm=None`` disables clipping.
     ``log_every`` / ``eval_every`` / ``save_every`` are in steps; 0 turns evaluation or checkpoints off
     (the last step is always logged and, with an ``evaluate`` function, evaluated).
@@ -75,9 +86,11 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     compile: bool = False
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        check_minutes(self.max_minutes, "TrainConfig.max_minutes")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"TrainConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -90,6 +103,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "out_dir": str(self.out_dir), "betas": list(self.betas)}
+
+
+def check_minutes(minutes: float | None, name: str) -> None:
+    """A time budget must be a finite positive number of minutes (None: no budget)."""
+    if minutes is None:
+        return
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) \
+            or minutes <= 0:
+        raise ValueError(f"{name} must be a positive number of minutes, got {minutes!r}")
+
+
+class BudgetError(ValueError):
+    """The time budget ran out before one training step finished: there is no trained model to write."""
 
 
 @dataclass
@@ -134,6 +160,8 @@ class Trainer:
         phases: consecutive training phases; when given, ``train`` must be None and ``config.max_steps``
             None or the phases' total.
         dist: this process's place in a torchrun job (default: one process, CUDA if available).
+        clock: seconds as a float (default ``time.perf_counter``); the time budget and the timings read
+            it, so a test can pass a fake one.
     """
 
     def __init__(
@@ -147,8 +175,11 @@ class Trainer:
         greater_is_better: bool = True,
         phases: Sequence[Phase] | None = None,
         dist: DistInfo | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config, self.evaluate, self.save_model = config, evaluate, save_model
+        self.clock = clock or time.perf_counter
+        self.budget_s = None if config.max_minutes is None else 60.0 * config.max_minutes
         self.best_metric, self.greater_is_better = best_metric, greater_is_better
         self.dist = dist or DistInfo.single()
         self.phases = self._resolve_phases(train, phases)
@@ -170,6 +201,7 @@ class Trainer:
         self._grad_norm = torch.zeros((), device=self.dist.device)
         self._lr = 0.0
         self._elapsed_before = 0.0
+        self.train_seconds = 0.0  # time spent in training steps, across resumes: what the budget counts
 
     def _resolve_phases(self, train: BatchSource | None, phases: Sequence[Phase] | None) -> list[Phase]:
         cfg = self.config
@@ -183,9 +215,11 @@ class Trainer:
         if train is None:
             raise ValueError("Trainer: train (a BatchSource) is required when phases is None")
         steps = cfg.max_steps
+        if steps is None and cfg.epochs is None and cfg.max_minutes is not None:
+            steps = UNBOUNDED_STEPS
         if steps is None:
             if cfg.epochs is None:
-                raise ValueError("TrainConfig: set max_steps or epochs")
+                raise ValueError("TrainConfig: set max_steps, epochs or max_minutes")
             steps = sum(train.num_batches(e) for e in range(cfg.epochs)) // cfg.grad_accum
         if steps < 1:
             raise ValueError(f"TrainConfig: the run has {steps} optimizer steps; need at least 1")
@@ -203,20 +237,50 @@ class Trainer:
         main = self.dist.is_main
         self.logger = MetricsLogger(self.config.out_dir, enabled=main,
                                     resume_step=self.step if resume_from is not None else None)
-        progress = Progress(self.max_steps, self.step, enabled=main and self.config.progress)
-        self._start_time = self._window_start = time.perf_counter()
+        total = None if self.max_steps == UNBOUNDED_STEPS else self.max_steps
+        progress = Progress(total, self.step, enabled=main and self.config.progress)
+        self._start_time = self._window_start = self.clock()
         self.raw_model.train()
         try:
-            while self.step < self.max_steps:
+            while not self._finished():
+                started = self.clock()
                 self._train_step()
+                self.train_seconds += self.clock() - started
                 self.step += 1
+                self._check_budget_fits_a_step(resumed=resume_from is not None)
                 progress.update(self._after_step())
             self._save_final()
+        except BudgetError:
+            self.logger.close()
+            if resume_from is None and main:
+                self.logger.path.unlink(missing_ok=True)  # the empty log of a run that never trained
+            raise
         finally:
             progress.close()
             self.logger.close()
         barrier(self.dist)
         return self._summary()
+
+    def _finished(self) -> bool:
+        """Every step done, or the time budget spent (the same answer on every rank: rank 0's clock decides)."""
+        if self.step >= self.max_steps:
+            return True
+        if self.budget_s is None:
+            return False
+        spent = torch.tensor(float(self.train_seconds >= self.budget_s), device=self.dist.device)
+        if self.dist.is_distributed:
+            torch.distributed.broadcast(spent, src=0)
+        return bool(spent.item())
+
+    def _check_budget_fits_a_step(self, *, resumed: bool) -> None:
+        if self.budget_s is not None and self.step == 1 and not resumed and self.train_seconds >= self.budget_s:
+            raise BudgetError(f"max_minutes={self.config.max_minutes:g} is shorter than one training step "
+                              f"({self.train_seconds:.1f} s): no model written; give a larger budget")
+
+    def _progress(self) -> float:
+        """The fraction of the run done before this step: of the budget, or of max_steps if that is further."""
+        steps = 0.0 if self.max_steps == UNBOUNDED_STEPS else self.step / self.max_steps
+        return max(steps, self.train_seconds / self.budget_s)
 
     def _train_step(self) -> None:
         phase = self._enter_phase()
@@ -235,8 +299,13 @@ class Trainer:
         self._optimizer_step()
 
     def _optimizer_step(self) -> None:
-        lr = self.config.lr * lr_factor(self.step, warmup_steps=self.warmup_steps,
-                                        total_steps=self.max_steps, schedule=self.config.schedule)
+        cfg = self.config
+        if self.budget_s is None:
+            factor = lr_factor(self.step, warmup_steps=self.warmup_steps, total_steps=self.max_steps,
+                               schedule=cfg.schedule)
+        else:
+            factor = lr_factor_at(self._progress(), warmup_share=cfg.warmup_ratio, schedule=cfg.schedule)
+        lr = cfg.lr * factor
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.scaler.unscale_(self.optimizer)
@@ -250,7 +319,7 @@ class Trainer:
 
     def _after_step(self) -> dict[str, Any] | None:
         """Log, evaluate and checkpoint as due; returns the logged record, if any, for the progress bar."""
-        cfg, last = self.config, self.step == self.max_steps
+        cfg, last = self.config, self._finished()
         record = self._log() if self.step % cfg.log_every == 0 or last else None
         if self.evaluate is not None and (_due(self.step, cfg.eval_every) or last):
             self._evaluate()
@@ -296,7 +365,7 @@ class Trainer:
         world = self.dist.world_size
         sums = torch.stack([self._window_loss.double(), self._window_tokens.double()])
         sums = all_reduce_sum(sums, self.dist)
-        now = time.perf_counter()
+        now = self.clock()
         record = {
             "step": self.step,
             "epoch": self.position.epoch,
@@ -313,18 +382,18 @@ class Trainer:
         return record
 
     def _evaluate(self) -> None:
-        start = time.perf_counter()
+        start = self.clock()
         if self.dist.is_main:
             self.raw_model.eval()
             with torch.no_grad(), self._autocast():
                 metrics = {k: float(v) for k, v in self.evaluate(self.raw_model).items()}
             self.raw_model.train()
             self.logger.write({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()},
-                               "duration": time.perf_counter() - start, "elapsed": self._elapsed()})
+                               "duration": self.clock() - start, "elapsed": self._elapsed()})
             self.last_eval = metrics
             self._keep_best(metrics)
         barrier(self.dist)
-        self._window_start += time.perf_counter() - start  # tokens_per_s counts training time only
+        self._window_start += self.clock() - start  # tokens_per_s counts training time only
 
     def _keep_best(self, metrics: dict[str, float]) -> None:
         if self.best_metric is None:
@@ -339,7 +408,7 @@ class Trainer:
         ckpt.save_best(self.config.out_dir, lambda tmp: self.save_model(self.raw_model, tmp), info)
 
     def _elapsed(self) -> float:
-        return self._elapsed_before + time.perf_counter() - self._start_time
+        return self._elapsed_before + self.clock() - self._start_time
 
     # ----------------------------------------------------------------------- checkpoints, resume
     def _trainer_state(self) -> dict[str, Any]:
@@ -355,6 +424,7 @@ class Trainer:
             "window": {"loss": window.cpu(), "steps": self._window_steps},
             "best": {"value": self.best_value, "step": self.best_step},
             "elapsed": self._elapsed(),
+            "train_seconds": self.train_seconds,
             "config": self.config.to_dict(),
         }
 
@@ -374,6 +444,9 @@ class Trainer:
         if len(state["rng"]) != self.dist.world_size:
             raise ckpt.CheckpointError(f"{path} was written by {len(state['rng'])} processes; resuming "
                                        f"with {self.dist.world_size} would not continue the same run")
+        if self.budget_s is not None and state["config"].get("max_minutes") is None:
+            raise ckpt.CheckpointError(f"{path}: the run was not started with a time budget; resume it without "
+                                       "max_minutes")
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -382,6 +455,7 @@ class Trainer:
         self._window_steps = state["window"]["steps"]
         self.best_value, self.best_step = state["best"]["value"], state["best"]["step"]
         self._elapsed_before = state["elapsed"]
+        self.train_seconds = state.get("train_seconds", 0.0)
         if self.dist.is_main:
             ckpt.remove_stale_temps(self.config.out_dir)
         ckpt.restore_rng_state(state["rng"][self.dist.rank])
@@ -395,6 +469,7 @@ class Trainer:
             "step": self.step,
             "loss": self.last_record.get("loss"),
             "elapsed": self._elapsed(),
+            "train_seconds": self.train_seconds,
             **{f"eval_{k}": v for k, v in self.last_eval.items()},
             "best_metric": self.best_metric,
             "best_value": self.best_value,

@@ -6,7 +6,8 @@ LAMB adapts with its trust ratio: following the LAMB paper's BERT setup (and the
 implementation, whose layer-adaptation exclusions default to the weight-decay exclusions), biases and
 LayerNorm weights take a plain Adam step, matrices take ``lr * ||w|| / ||update||``.
 
-The schedule is a pure function of the step, so resuming needs only the step number.
+The schedule is a pure function of the step (or, for a run with a time budget, of the fraction of the budget
+spent), so resuming needs only the step number and the training time so far.
 """
 
 from __future__ import annotations
@@ -150,3 +151,23 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str =
     if schedule == "linear":
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_factor_at(progress: float, *, warmup_share: float, schedule: str = "linear") -> float:
+    """Multiplier of the peak learning rate at ``progress``, the fraction of the run done (0 to 1).
+
+    The same shape as :func:`lr_factor`, over a fraction instead of steps: a budgeted run does not know its step
+    count in advance, so its warm-up spans the first ``warmup_share`` of the budget and its decay the rest, and the
+    schedule completes however fast the steps turn out to be. Warm-up rises from 0 as ``progress / warmup_share``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup_share:
+        return progress / warmup_share
+    if schedule == "constant":
+        return 1.0
+    decayed = (progress - warmup_share) / max(1.0 - warmup_share, 1e-12)
+    if schedule == "linear":
+        return 1.0 - decayed
+    return 0.5 * (1.0 + math.cos(math.pi * decayed))
