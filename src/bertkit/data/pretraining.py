@@ -406,7 +406,7 @@ class PretrainingBatches:
         self.shards = shards if isinstance(shards, ShardSet) else ShardSet(shards)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.mlm_prob, self.whole_word, self.drop_last = mlm_prob, whole_word, drop_last
-        max_seq_len = self.shards.manifest["settings"]["max_seq_len"]
+        max_seq_len = self.shards.max_seq_len
         self.max_predictions = max_predictions or int(np.ceil(mlm_prob * max_seq_len))
         self.indices = np.arange(len(self.shards)) if indices is None else np.asarray(indices, dtype=np.int64)
         labelled = self.shards.objective != "none"

@@ -44,6 +44,8 @@ from torch import nn
 from bertkit import files
 from bertkit.config import BertConfig
 from bertkit.inspect.report import DETAILS_FILE, write_report
+from bertkit.recipes.run_folder import model_and_tokenizer_writer
+from bertkit.recipes.training import TrainingSettings
 from bertkit.tasks import families
 from bertkit.tasks.batches import TaskBatches
 from bertkit.tasks.families import FAMILIES, TaskSpec
@@ -60,13 +62,15 @@ SETTINGS_FILE = "finetune.json"
 BEST_FILE = "best.json"
 
 
-@dataclass
-class FinetuneSettings:
+@dataclass(kw_only=True)
+class FinetuneSettings(TrainingSettings):
     """One fine-tuning run. `lr` and `max_seq_len` default by task (see the module docstring).
 
     A GLUE task name sets the task family and the columns; with `data_dir` it also finds train.tsv and dev.tsv
     there. `max_steps` overrides `epochs`. `eval_every` (steps) defaults to once per epoch; `patience` stops
-    after that many evaluations without a better dev metric. `save_every` (steps) defaults to `eval_every`.
+    after that many evaluations without a better dev metric. `save_every` (steps) defaults to `eval_every`,
+    `log_every` to 50 steps or an epoch if shorter. The training settings are those every recipe shares
+    (:class:`~bertkit.recipes.training.TrainingSettings`).
     """
 
     model: Path | str
@@ -80,27 +84,20 @@ class FinetuneSettings:
     pair_column: str | None = None
     label_column: str = "label"
     epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float | None = None
     max_seq_len: int | None = None
     warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
     dropout: float = 0.1
     seed: int = 42
     eval_every: int | None = None
     save_every: int | None = None
+    log_every: int | None = None
+    keep_last: int = 1
     patience: int | None = None
     doc_stride: int = 128
     max_query_len: int = 64
     squad_v2: bool = False
     null_threshold: float = 0.0
-    eval_batch_size: int = 64
-    precision: str = "auto"
-    resume: bool = False
     overwrite: bool = False
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.glue is not None:
@@ -300,14 +297,6 @@ def _load_data(settings: FinetuneSettings, tokenizer: Tokenizer) -> _TaskData:
     return _TaskData(spec, len(train), train_features, dev, dev_features)
 
 
-def _save_with_tokenizer(tokenizer: Tokenizer):
-    def save(model: nn.Module, path: Path) -> None:
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-
-    return save
-
-
 def _promote_best(out: Path) -> dict[str, Any] | None:
     """Move the best model into the output directory and drop the resume checkpoints; returns best.json."""
     best = out / "best"
@@ -353,8 +342,8 @@ def _run_finetune(settings: FinetuneSettings, dist: DistInfo) -> dict[str, Any]:
     has_dev = bool(data.dev_examples)
     evaluate = _dev_evaluator(data, tokenizer, settings.eval_batch_size, patient) if has_dev else None
     trainer = Trainer(model, _train_config(settings, source, has_dev), patient or source, evaluate=evaluate,
-                      save_model=_save_with_tokenizer(tokenizer), best_metric=data.spec.metric if has_dev else None,
-                      dist=dist)
+                      save_model=model_and_tokenizer_writer(tokenizer),
+                      best_metric=data.spec.metric if has_dev else None, dist=dist)
     stopped = False
     try:
         trainer.fit()
@@ -386,12 +375,9 @@ def _train_config(settings: FinetuneSettings, source: TaskBatches, has_dev: bool
     steps_per_epoch = max(math.ceil(source.num_batches(0) / settings.grad_accum), 1)
     eval_every = settings.eval_every or steps_per_epoch
     save_every = settings.save_every if settings.save_every is not None else eval_every
-    return TrainConfig(out_dir=settings.out, max_steps=settings.max_steps, epochs=settings.epochs,
-                       batch_size=settings.batch_size, grad_accum=settings.grad_accum, lr=settings.lr,
-                       warmup_ratio=settings.warmup_ratio, weight_decay=settings.weight_decay,
-                       log_every=min(50, steps_per_epoch), eval_every=eval_every if has_dev else 0,
-                       save_every=save_every, keep_last=1, seed=settings.seed, resume=settings.resume,
-                       precision=settings.precision, progress=settings.progress)
+    return settings.train_config(settings.out, epochs=settings.epochs,
+                                 log_every=settings.log_every or min(50, steps_per_epoch),
+                                 eval_every=eval_every if has_dev else 0, save_every=save_every)
 
 
 def _write_report(settings: FinetuneSettings, data: _TaskData, tokenizer: Tokenizer, step: int | None) -> None:
