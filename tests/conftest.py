@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The datasets beside the repository; BERTKIT_SHARED_DATA points elsewhere (a checkout in another folder).
+SHARED_DATA = Path(os.environ.get("BERTKIT_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 NO_CUDA = "no CUDA device"

@@ -14,12 +14,13 @@ from bertkit.serve.server import server_config
 class Server:
     """uvicorn in a thread on a free 127.0.0.1 port, with the read deadline and concurrency limit of the CLI."""
 
-    def __init__(self, app, read_timeout_s: float = 10.0) -> None:
+    def __init__(self, app, read_timeout_s: float = 10.0, limit_concurrency: int = 256) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(server_config(app, read_timeout_s=read_timeout_s, log_level="error"))
+        self.server = uvicorn.Server(server_config(app, read_timeout_s=read_timeout_s,
+                                                   limit_concurrency=limit_concurrency, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         while not self.server.started:

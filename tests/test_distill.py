@@ -323,12 +323,12 @@ def test_cli_refuses_a_teacher_without_an_mlm_head(data, tmp_path, capsys):
     (["--student-layers", "5"], "between 1 and the teacher's 4 layers"),
     (["--student-preset", "mini"], "hidden_size=256 but the teacher has 128"),
     (["--arch", "roberta"], "roberta student cannot start from a bert teacher"),
-    (["--temperature", "0"], "--temperature: must be > 0"),
+    (["--temperature", "0"], "--temperature: must be > 0, got 0"),
 ])  # fmt: skip
 def test_cli_refuses_a_student_that_cannot_start_from_the_teacher(data, teacher_dir, tmp_path, capsys, extra, message):
     try:
         code = main([*distill_args(data, teacher_dir, tmp_path / "out", "--max-steps", "2"), *extra])
-    except SystemExit as stop:  # a flag out of its range is refused by the parser itself
+    except SystemExit as stop:  # a flag out of range is refused by the parser, before any work
         code = stop.code
     assert code == 2
     assert message in capsys.readouterr().err

@@ -56,6 +56,7 @@ CASES = [
     ("pretrain-batch-size-0", "pretrain --data {root}/shards --out {root}/o --batch-size 0", 2, "--batch-size"),
     ("pretrain-negative-lr", "pretrain --data {root}/shards --out {root}/o --lr -1", 2, "--lr"),
     ("pretrain-nan-lr", "pretrain --data {root}/shards --out {root}/o --lr nan", 2, "--lr"),
+    ("pretrain-mlm-prob-0", "pretrain --data {root}/shards --out {root}/o --mlm-prob 0", 2, "--mlm-prob"),
     ("pretrain-data-is-a-file", "pretrain --data {root}/texts.txt --out {root}/o", 2, "texts.txt"),
     ("pretrain-resume-nothing", "pretrain --data {root}/texts.txt --out {root}/new --resume", 2, "checkpoint"),
     ("pretrain-unknown-flag", "pretrain --data x --out y --bogus", 2, "--bogus"),

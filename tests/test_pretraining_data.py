@@ -135,6 +135,21 @@ def test_whole_word_masking_selects_complete_words():
         mask_tokens(ids, special, rng, VOCAB, MASK, whole_word=True)
 
 
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_a_30_percent_masking_rate_is_honoured_by_tokens_and_whole_words(whole_word):
+    rng = np.random.default_rng(1)
+    ids, special = _batch(rng, rows=500)
+    starts = rng.random(ids.shape) < 0.6
+    _, labels = mask_tokens(ids, special, rng, VOCAB, MASK, mlm_prob=0.3, whole_word=whole_word, word_starts=starts)
+    chosen = labels != IGNORE
+    assert abs(chosen.sum() / (~special).sum() - 0.3) < 0.01
+    if whole_word:  # a chosen word is chosen whole: no piece of it left unmasked
+        word = np.cumsum(starts | special, axis=1)
+        partly = [(row, w) for row in range(len(ids)) for w in np.unique(word[row][chosen[row]])
+                  if not chosen[row][(word[row] == w) & ~special[row]].all()]
+        assert partly == []
+
+
 @pytest.fixture
 def shard_dir(tmp_path):
     rng = np.random.default_rng(0)

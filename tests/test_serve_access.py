@@ -99,6 +99,7 @@ def busy_port():
     (["--limit-concurrency", "0"], "--limit-concurrency must be at least 1, got 0"),
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--shutdown-timeout", "-1"], "--shutdown-timeout must be 0 or more seconds, got -1"),
+    (["--device", "bogus"], "--device 'bogus' is not a device; use cpu, cuda or cuda:N"),
     (["--host", "0.0.0.0"], "--host 0.0.0.0 is reachable from other machines and no API key is set"),
     (["--host", "::"], "--host :: is reachable from other machines and no API key is set"),
 ])

@@ -185,6 +185,17 @@ def test_the_read_timeout_spares_complete_requests_on_a_kept_alive_connection(mo
     assert all(a.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in a for a in answers)
 
 
+def test_connections_past_the_concurrency_limit_get_503(model_dir):
+    with Server(create_app(Predictor(model_dir)), limit_concurrency=3) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        assert wait_until(lambda: len(server.server.server_state.connections) == 3)
+        refused = httpx.get(f"{server.url}/healthz")
+        for sock in idle:
+            sock.close()
+        assert wait_until(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
+    assert refused.status_code == 503
+
+
 def test_the_batcher_bounds_its_queue_and_frees_room_as_jobs_finish():
     release = threading.Event()
     batcher = MicroBatcher(lambda kind, items: release.wait(10) and items, max_wait_ms=0, max_queue=3)
@@ -234,6 +245,7 @@ def test_the_batcher_weighs_items_so_a_call_of_heavy_items_holds_fewer():
         assert batcher.submit("k", list("abcde"), weights=[3, 3, 9, 1, 1]).result(10) == list("abcde")
         with pytest.raises(ValueError, match="one integer >= 1 per item"):
             batcher.submit("k", ["a", "b"], weights=[1])
+        assert wait_until(lambda: batcher.held == 0, 10)  # the refused job holds no room
     finally:
         batcher.close(10)
     assert calls == [["a"], ["b"], ["c"], ["d", "e"]]  # each call within a weight of 4; 9 alone

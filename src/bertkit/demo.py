@@ -6,6 +6,11 @@ of the standard library's modules, classes and functions (read from the source w
 the same Python version. Each module and each topic is one document, written blank-line separated to
 ``corpus.txt``.
 
+The recipe is the studied budget recipe of ``bertkit pretrain --max-minutes`` (:data:`BUDGET_RECIPE`: masked-LM
+alone on packed full sentences, no dropout, a high peak learning rate), run for a fixed number of steps rather than a
+time budget so that every run of the demo gives the same model; the step count is sized to finish the whole command
+within five minutes on two quiet CPU cores (see benchmarks/RESULTS.md, "Pretraining recipe").
+
 The demo folder (``demo.json`` marks it as one, so a rerun may replace it and nothing else is ever replaced)::
 
     corpus.txt  tokenizer/  shards/           the data, as `bertkit prepare` would write it
@@ -34,7 +39,7 @@ from bertkit.data.shards import ShardSet
 from bertkit.files import write_text
 from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
-from bertkit.recipes.pretrain import PretrainSettings, build_model, run_pretraining
+from bertkit.recipes.pretrain import BUDGET_RECIPE, PretrainSettings, build_model, run_pretraining
 from bertkit.tokenizer import Tokenizer
 
 MARKER = "demo.json"
@@ -55,12 +60,12 @@ class DemoSettings:
 
     out_dir: str = "runs/demo"
     corpus: list[str] | None = None
-    preset: str = "mini"
-    steps: int = 400
-    vocab_size: int = 4000
-    max_seq_len: int = 64
-    batch_size: int = 32
-    lr: float = 4e-4
+    preset: str = "tiny"
+    steps: int = 700
+    vocab_size: int = 2000
+    max_seq_len: int = 128
+    batch_size: int = 64
+    lr: float = 2e-3
     seed: int = 0
     max_corpus_chars: int | None = None
     sentences: tuple[str, ...] = field(default=SENTENCES)
@@ -142,19 +147,20 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     echo(f"training a WordPiece vocabulary of {settings.vocab_size} ...")
     tokenizer = Tokenizer.train(text_files(inputs)[0], vocab_size=settings.vocab_size)  # skips as prepare does
     tokenizer.save_pretrained(out / "tokenizer")
-    echo("preparing shards (sentence pairs for NSP) ...")
+    echo("preparing shards (full sentences packed into sequences, for masked-LM alone) ...")
     manifest = prepare(inputs, str(out / "tokenizer"), str(out / "shards"), max_seq_len=settings.max_seq_len,
-                       seed=settings.seed)
+                       seed=settings.seed, arch="roberta")  # RoBERTa's packing, trained into a BERT model
     counts = manifest["counts"]
     echo(f"  {counts['documents']} documents, {counts['instances']} instances, {counts['tokens']} tokens")
     pretrain = PretrainSettings(
-        data=str(out / "shards"), out_dir=str(out), tokenizer=str(out / "tokenizer"), preset=settings.preset,
-        max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, warmup_ratio=0.05,
+        data=str(out / "shards"), out_dir=str(out), tokenizer=str(out / "tokenizer"), arch="bert",
+        preset=settings.preset, max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+        **{k: v for k, v in BUDGET_RECIPE.items() if k not in ("batch_size", "lr")},
         seed=settings.seed, log_every=max(1, settings.steps // 30), eval_every=max(1, settings.steps // 4),
         save_every=settings.steps, keep_last=1, eval_holdout=min(500, counts["instances"] // 10),
     )  # fmt: skip
     before = _predictions(build_model(pretrain, ShardSet(pretrain.data)), tokenizer, settings.sentences)
-    echo(f"pretraining a {settings.preset} BERT for {settings.steps} steps of {settings.batch_size} pairs ...")
+    echo(f"pretraining a {settings.preset} BERT for {settings.steps} steps of {settings.batch_size} sequences ...")
     summary = run_pretraining(pretrain)
     after = _predictions(BertForPreTraining.from_pretrained(out), tokenizer, settings.sentences)
     _report(echo, settings, summary, before, after, out)
@@ -170,7 +176,7 @@ def _report(echo: Callable[[str], None], settings: DemoSettings, summary: dict[s
         echo(f"  {sentence}\n    before: {' '.join(b)}\n    after:  {' '.join(a)}")
     initial = summary.get("initial_eval") or {}
     echo("\nheld-out evaluation (before -> after):")
-    for key in ("mlm_accuracy", "perplexity", "nsp_accuracy"):
+    for key in ("mlm_accuracy", "perplexity"):
         if key in initial and f"eval_{key}" in summary:
             echo(f"  {key:<13} {initial[key]:10.4f} -> {summary[f'eval_{key}']:.4f}")
     echo(f"\nmodel:   {out}/ (config.json, model.safetensors, vocab.txt)")

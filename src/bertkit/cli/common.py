@@ -35,6 +35,7 @@ _AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
 _POSITIVE = (lambda v: v > 0, "> 0")
 _FRACTION = (lambda v: 0 <= v <= 1, "between 0 and 1")
 _DROPOUT = (lambda v: 0 <= v < 1, "at least 0 and below 1")
+_SHARE = (lambda v: 0 < v <= 1, "above 0 and at most 1")
 _ANY = (lambda v: True, "a finite number")
 NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     **dict.fromkeys(("batch_size", "eval_batch_size", "max_steps", "steps", "grad_accum", "epochs", "max_seq_len",
@@ -45,6 +46,7 @@ NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     **dict.fromkeys(("lr", "temperature"), _POSITIVE),
     **dict.fromkeys(("warmup_ratio", "short_seq_prob"), _FRACTION),
     "dropout": _DROPOUT,
+    "mlm_prob": _SHARE,
     "null_threshold": _ANY,
 }
 

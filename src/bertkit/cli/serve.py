@@ -61,6 +61,12 @@ def _check_server_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--read-timeout must be more than 0 seconds, got {args.read_timeout}")
     if not args.shutdown_timeout >= 0:
         raise UsageError(f"--shutdown-timeout must be 0 or more seconds, got {args.shutdown_timeout}")
+    import torch
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N") from None
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
@@ -94,7 +100,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
                    help="torch backend weights and compute (bf16: the GPU path)")
-    p.add_argument("--max-batch", type=int, default=32, help="texts per model call")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="texts per model call, a text counting one per 256 characters up to the model's longest "
+                        "sequence, so a call of long texts holds fewer (default: 32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
     p.add_argument("--max-texts", type=int, default=256, help="texts per request")
     p.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text")

@@ -9,7 +9,9 @@ pretrained checkpoint's config.json, the pair layout from its tokenizer, and a m
 Defaults follow the BERT paper's fine-tuning recipe (section 4 and appendix A.3): batch 32, 3 epochs, linear decay
 after 10% warm-up, weight decay 0.01, dropout 0.1, Adam. The learning rate is 3e-5 (middle of the paper's
 2e-5 .. 5e-5 grid) and 5e-5 for QA, the paper's SQuAD value. Sequences are cut to 128 tokens, QA windows to 384
-tokens with a 128-token stride.
+tokens with a 128-token stride. Where the paper leaves a detail open, the defaults are those of transformers'
+standard fine-tuning recipe, so the same flags give the same result there: AdamW's epsilon is 1e-8 (pretraining
+keeps BERT's 1e-6) and warm-up lasts ceil(10%) of the steps.
 
 A run's output directory holds:
     config.json, model.safetensors     the final model: the best by the dev metric when a dev set is given,
@@ -59,6 +61,7 @@ from bertkit.train.loop import TrainConfig, Trainer
 log = logging.getLogger("bertkit")
 
 SETTINGS_FILE = "finetune.json"
+FINETUNE_ADAM_EPS = 1e-8  # transformers' (and torch's) AdamW default; BERT's TensorFlow code used 1e-6
 BEST_FILE = "best.json"
 
 
@@ -373,9 +376,11 @@ def _check_tokenizer(tokenizer: Tokenizer, config: BertConfig, directory: Path) 
 
 def _train_config(settings: FinetuneSettings, source: TaskBatches, has_dev: bool) -> TrainConfig:
     steps_per_epoch = max(math.ceil(source.num_batches(0) / settings.grad_accum), 1)
+    total = settings.max_steps or source.num_batches(0) * settings.epochs // settings.grad_accum
     eval_every = settings.eval_every or steps_per_epoch
     save_every = settings.save_every if settings.save_every is not None else eval_every
     return settings.train_config(settings.out, epochs=settings.epochs,
+                                 warmup_steps=math.ceil(settings.warmup_ratio * total), eps=FINETUNE_ADAM_EPS,
                                  log_every=settings.log_every or min(50, steps_per_epoch),
                                  eval_every=eval_every if has_dev else 0, save_every=save_every)
 

@@ -71,7 +71,7 @@ EVAL_MLM_PROB = 0.15  # ... nor does its rate: runs that train at another maskin
 PAPER_RECIPE: dict[str, Any] = dict(batch_size=32, lr=1e-4, warmup_ratio=0.01, mlm_prob=0.15, whole_word=False,
                                     dropout=None, sentence_task=True)
 # What a time-budgeted run uses, the best recipe of the study in benchmarks/RESULTS.md ("Pretraining recipe").
-BUDGET_RECIPE: dict[str, Any] = dict(batch_size=64, lr=1e-3, warmup_ratio=0.05, mlm_prob=0.15, whole_word=False,
+BUDGET_RECIPE: dict[str, Any] = dict(batch_size=64, lr=5e-4, warmup_ratio=0.05, mlm_prob=0.15, whole_word=False,
                                      dropout=0.0, sentence_task=False)
 PAPER_MAX_STEPS = 10_000
 # Settings that define a run: resuming with any of them changed would not continue the same run.

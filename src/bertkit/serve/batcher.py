@@ -107,15 +107,15 @@ class MicroBatcher:
         """
         if self._closed:
             raise RuntimeError("the batcher is shut down")
+        weights = [1] * len(items) if weights is None else list(weights)
+        if len(weights) != len(items) or min(weights, default=1) < 1:
+            raise ValueError(f"weights must be one integer >= 1 per item; got {len(weights)} for {len(items)} items")
         with self._held_lock:
             if self.max_queue is not None and self._held + len(items) > self.max_queue:
                 raise QueueFull(f"the server holds {self._held} texts; {len(items)} more would pass "
                                 f"its queue limit of {self.max_queue}")
             self._held += len(items)
         deadline = math.inf if timeout is None else time.monotonic() + timeout
-        weights = [1] * len(items) if weights is None else list(weights)
-        if len(weights) != len(items) or min(weights, default=1) < 1:
-            raise ValueError(f"weights must be one integer >= 1 per item; got {len(weights)} for {len(items)} items")
         parts = [Job(kind, items[a:b], sum(weights[a:b]), deadline) for a, b in _spans(weights, self.max_batch)]
         for part in parts:
             part.future.add_done_callback(functools.partial(self._release, len(part.items)))

@@ -128,10 +128,6 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return None
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(_STEP_DIR.match(path.name).group(1))
-
-
 def write_checkpoint_manifest(directory: Path) -> None:
     """Record every file's size and sha256 in ``checkpoint.json``, the evidence :func:`verify_checkpoint` reads."""
     entries = {str(f.relative_to(directory)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}

@@ -267,10 +267,12 @@ class Trainer:
             return True
         if self.budget_s is None:
             return False
-        spent = torch.tensor(float(self.train_seconds >= self.budget_s), device=self.dist.device)
+        spent = self.train_seconds >= self.budget_s
         if self.dist.is_distributed:
-            torch.distributed.broadcast(spent, src=0)
-        return bool(spent.item())
+            flag = torch.tensor(float(spent), device=self.dist.device)
+            torch.distributed.broadcast(flag, src=0)
+            spent = bool(flag.item())
+        return spent
 
     def _check_budget_fits_a_step(self, *, resumed: bool) -> None:
         if self.budget_s is not None and self.step == 1 and not resumed and self.train_seconds >= self.budget_s:
