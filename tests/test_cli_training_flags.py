@@ -52,3 +52,12 @@ def test_the_shared_flags_reach_the_settings_and_the_loop(tmp_path):
 def test_old_flag_spellings_keep_working():
     args = build_parser().parse_args(["distill", "--teacher", "t", "--data", "s", "--out", "o", "--steps", "7"])
     assert (args.max_steps, args.shards) == (7, "s")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "distill"])
+def test_both_masked_lm_recipes_take_the_masking_flags(command):
+    args = ["--teacher", "t", "--shards", "s"] if command == "distill" else ["--data", "s"]
+    parsed = build_parser().parse_args([command, *args, "--out", "o", "--mlm-prob", "0.3", "--whole-word-mask"])
+    assert (parsed.mlm_prob, parsed.whole_word) == (0.3, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, *args, "--out", "o", "--mlm-prob", "1.5"])

@@ -19,7 +19,7 @@ def _settings(args: argparse.Namespace):
         teacher=args.teacher, shards=args.shards, out_dir=args.out, student_preset=args.student_preset,
         arch=args.arch, student_layers=args.student_layers, tokenizer=args.tokenizer, temperature=args.temperature,
         alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos, whole_word=args.whole_word,
-        eval_holdout=args.eval_holdout, plots=not args.no_plots, **training_values(args),
+        mlm_prob=args.mlm_prob, eval_holdout=args.eval_holdout, plots=not args.no_plots, **training_values(args),
     )  # fmt: skip
 
 
@@ -69,7 +69,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha-ce", type=float, default=5.0, help="weight of the soft-target (KL) loss")
     p.add_argument("--alpha-mlm", type=float, default=2.0, help="weight of the masked-LM loss")
     p.add_argument("--alpha-cos", type=float, default=1.0, help="weight of the hidden-state cosine loss")
-    p.add_argument("--whole-word", action="store_true", help="mask whole words")
+    p.add_argument("--whole-word-mask", "--whole-word", dest="whole_word", action="store_true",
+                   help="mask whole words, all pieces of a word together")
+    p.add_argument("--mlm-prob", type=float, default=0.15, help="share of tokens masked (default 0.15)")
     p.add_argument("--eval-holdout", type=int, help="held-out instances (default 5%%, at most 1000; 0: none)")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(handler=cmd_distill)

@@ -351,6 +351,7 @@ class DistillSettings(TrainingSettings):
     alpha_mlm: float = 2.0
     alpha_cos: float = 1.0
     whole_word: bool = False
+    mlm_prob: float = 0.15  # share of the tokens masked, as in pretraining
     eval_holdout: int | None = None
     plots: bool = True
 
@@ -372,8 +373,9 @@ class DistillSettings(TrainingSettings):
         """The pretraining settings that choose the batches: the same sources ``bertkit pretrain`` trains on."""
         return PretrainSettings(
             data=self.shards, out_dir=self.out_dir, preset=self.student_preset or "base", init_from=self.teacher,
-            tokenizer=self.tokenizer, max_steps=self.max_steps, batch_size=self.batch_size, whole_word=self.whole_word,
-            seed=self.seed, eval_holdout=self.eval_holdout, eval_batch_size=self.eval_batch_size,
+            tokenizer=self.tokenizer, max_steps=self.max_steps, batch_size=self.batch_size, seed=self.seed,
+            whole_word=self.whole_word, mlm_prob=self.mlm_prob, eval_holdout=self.eval_holdout,
+            eval_batch_size=self.eval_batch_size,
         )  # fmt: skip
 
     def train_config(self) -> TrainConfig:
