@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The datasets beside the repository; BERTKIT_SHARED_DATA points elsewhere (a checkout in another folder).
+SHARED_DATA = Path(os.environ.get("BERTKIT_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def minilm_dir() -> Path:

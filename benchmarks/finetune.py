@@ -15,14 +15,28 @@ data has no GLUE / SQuAD dev splits); CoNLL-2003 uses its validation file.
 
 ``--seed`` seeds training (head weights, dropout, batch order); ``--data-seed`` the train / dev split, so runs
 with other training seeds on the same data measure seed-to-seed noise (``--only bertkit --seed 43``).
+
+The uncontrolled comparison runs each side as its users would, nothing shared but the data and the recipe:
+
+    python benchmarks/finetune.py --task conll --uncontrolled --seeds 1 2 3 4 5 [--lr 5e-5]
+
+bertkit is `run_finetune` with the recipe's settings only (what `bertkit finetune --task tag` does), scored
+as `bertkit evaluate` scores; transformers is its standard token-classification recipe (fast tokenizer on
+pre-split words, label on each word's first sub-token, `DataCollatorForTokenClassification`, a seeded random
+order, torch AdamW with eps 1e-8 and no decay on biases / LayerNorm, `get_linear_schedule_with_warmup` with
+ceil(10%) warm-up steps, clipping 1.0), its head drawn by transformers. Both are scored on the same words with
+the same conlleval rules (a word with no kept sub-token counts as "O" on both sides).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
+import math
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +45,12 @@ import torch
 import transformers
 
 from bertkit import Tokenizer
-from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches
-from bertkit.data.tasks.readers import read_squad
-from bertkit.finetune import FinetuneSettings, build_task_model, infer, run_finetune
+from bertkit.recipes.finetune import FINETUNE_ADAM_EPS, FinetuneSettings, evaluate_model, run_finetune
+from bertkit.tasks import families
+from bertkit.tasks.batches import TaskBatches
+from bertkit.tasks.metrics import entity_scores
+from bertkit.tasks.models import build_task_model, run_on_features
+from bertkit.tasks.readers import read_squad
 from bertkit.train.logging import read_metrics
 from bertkit.train.optim import build_optimizer, lr_factor
 from common import SHARED_DATA, machine, minilm_dir
@@ -108,9 +124,10 @@ def reference_run(settings: FinetuneSettings, folder: Path) -> dict:
     build_task_model(settings.model, spec, dropout=settings.dropout, seed=settings.seed).save_pretrained(folder)
     model = REFERENCE[spec.architecture].from_pretrained(str(folder), attn_implementation="sdpa")
     source = TaskBatches(train_features, settings.batch_size, settings.seed, pad_id=tokenizer.pad_id)
-    optimizer = build_optimizer(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = build_optimizer(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay,
+                                eps=FINETUNE_ADAM_EPS)
     total = settings.max_steps or sum(source.num_batches(e) for e in range(settings.epochs))
-    warmup = round(settings.warmup_ratio * total)
+    warmup = math.ceil(settings.warmup_ratio * total)  # as run_finetune
     torch.manual_seed(settings.seed)
     model.train()
     start = time.perf_counter()
@@ -128,11 +145,103 @@ def reference_run(settings: FinetuneSettings, folder: Path) -> dict:
         step, index = step + 1, index + 1
     train_s = time.perf_counter() - start
     model.eval()
-    outputs, _ = infer(model, dev_features, batch_size=settings.eval_batch_size, pad_id=tokenizer.pad_id)
+    outputs, _ = run_on_features(model, dev_features, batch_size=settings.eval_batch_size, pad_id=tokenizer.pad_id)
     result = families.score(spec, dev, dev_features, outputs)
     seconds = time.perf_counter() - start
     return {"dev": result, "seconds": seconds, "train_seconds": train_s, "steps": step,
             "features": len(train_features), "examples": len(train), "dev_examples": len(dev)}
+
+
+def standard_tagging_run(settings: FinetuneSettings, seed: int) -> dict:
+    """transformers' own token-classification recipe, as its example scripts and Trainer run it."""
+    examples = {name: families.read_task_file(settings.spec(), path) for name, path in
+                (("train", settings.train), ("dev", settings.dev))}
+    labels = sorted({t for e in examples["train"] for t in e.tags})
+    transformers.set_seed(seed)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(settings.model))
+    model = transformers.AutoModelForTokenClassification.from_pretrained(
+        str(settings.model), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={t: i for i, t in enumerate(labels)}, attn_implementation="sdpa")
+    (train, _), (dev, dev_words) = (standard_tagging_rows(tokenizer, examples[name], labels, settings.max_seq_len)
+                                    for name in ("train", "dev"))
+    collate = transformers.DataCollatorForTokenClassification(tokenizer)
+    loader = torch.utils.data.DataLoader(train, batch_size=settings.batch_size, shuffle=True,
+                                         collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    rest = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=settings.lr, eps=1e-8)
+    total = len(loader) * settings.epochs
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, math.ceil(settings.warmup_ratio * total),
+                                                            total)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(settings.epochs):
+        for batch in loader:
+            model(**batch).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+    train_s = time.perf_counter() - start
+    predicted = standard_tagging_predict(model, collate, dev, dev_words, labels, settings.eval_batch_size)
+    found = entity_scores([list(e.tags) for e in examples["dev"]], predicted).overall
+    return {"dev": {"precision": found.precision, "recall": found.recall, "f1": found.f1}, "steps": total,
+            "train_seconds": train_s}
+
+
+def standard_tagging_rows(tokenizer, examples: list, labels: list[str], max_len: int) -> tuple[list, list]:
+    """Tokenized pre-split words, each word's tag on its first sub-token (-100 elsewhere); and per row each
+    token's word with the sentence's word count."""
+    encoded = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True,
+                        max_length=max_len)
+    tag_id = {t: i for i, t in enumerate(labels)}
+    rows, word_ids = [], []
+    for i, example in enumerate(examples):
+        words, previous, row_labels = encoded.word_ids(i), None, []
+        for word in words:
+            first = word is not None and word != previous
+            row_labels.append(tag_id.get(example.tags[word], 0) if first else -100)
+            previous = word
+        rows.append({**{k: v[i] for k, v in encoded.items()}, "labels": row_labels})
+        word_ids.append((words, len(example.tokens)))
+    return rows, word_ids
+
+
+@torch.no_grad()
+def standard_tagging_predict(model, collate, rows: list[dict], word_ids: list, labels: list[str],
+                             batch_size: int) -> list[list[str]]:
+    """Per-word tags: argmax at each word's first sub-token; a word without one (truncated) is "O"."""
+    model.eval()
+    predicted = []
+    for start in range(0, len(rows), batch_size):
+        logits = model(**collate(rows[start:start + batch_size])).logits
+        for row, (words, count), best in zip(rows[start:], word_ids[start:], logits.argmax(-1).tolist(),
+                                             strict=False):
+            tags = ["O"] * count
+            for position, label in enumerate(row["labels"]):
+                if label != -100:
+                    tags[words[position]] = labels[best[position]]
+            predicted.append(tags)
+    return predicted
+
+
+def uncontrolled(settings: FinetuneSettings, seeds: list[int]) -> None:
+    """Each side's default path, seed by seed (interleaved), then the mean and spread of dev entity F1."""
+    print(f"# fine-tune conll, uncontrolled: {datetime.date.today()}, {machine()}, "
+          f"transformers {transformers.__version__}, lr {settings.lr}, batch {settings.batch_size}, "
+          f"{settings.epochs} epoch(s), max_seq_len {settings.max_seq_len}")
+    f1: dict[str, list[float]] = {"bertkit": [], "transformers": []}
+    for seed in seeds:
+        run = dataclasses.replace(settings, seed=seed, out=Path(settings.out).with_name(f"out-{seed}"))
+        run_finetune(dataclasses.replace(run, dev=None))  # `bertkit finetune` without --dev, then evaluate
+        f1["bertkit"].append(evaluate_model(run.out, run.dev)["f1"])
+        f1["transformers"].append(standard_tagging_run(run, seed)["dev"]["f1"])
+        print(f"seed {seed}: dev entity F1 bertkit {100 * f1['bertkit'][-1]:.2f}  "
+              f"transformers {100 * f1['transformers'][-1]:.2f}", flush=True)
+    for name, values in f1.items():
+        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+        print(f"{name:<13} mean {100 * statistics.mean(values):.2f}  sd {100 * spread:.2f}  over {len(values)} seeds")
 
 
 def bertkit_run(settings: FinetuneSettings) -> dict:
@@ -163,6 +272,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("bertkit", "transformers"), help="run one side alone")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reference-first", action="store_true", help="run transformers before bertkit")
+    parser.add_argument("--uncontrolled", action="store_true",
+                        help="conll only: each side's own default path, for every --seeds value")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train_size, dev_size, seq_len = DEFAULTS[args.task]
@@ -180,6 +292,10 @@ def main() -> None:
             glue=args.task if args.task in GLUE else None, train=train, dev=dev, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, max_seq_len=args.max_seq_len or seq_len, seed=args.seed,
             save_every=0, progress=False)
+        if args.uncontrolled:
+            if args.task != "conll":
+                raise SystemExit("--uncontrolled compares the tagging recipe: use it with --task conll")
+            return uncontrolled(settings, args.seeds)
         runs = {}
         order = ("transformers", "bertkit") if args.reference_first else ("bertkit", "transformers")
         for name in [args.only] if args.only else order:

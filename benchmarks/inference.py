@@ -9,13 +9,13 @@ tokens/s counts real (non-pad) tokens, and the ratios are printed at the end.
              tensors for every backend)
   sorted     forward only, on bertkit's own length-sorted batches, in the same order for every backend
   1 stream   bertkit one batch at a time on all threads, as the other backends run; without it bertkit runs
-             two batches at once, one thread each (its default, :mod:`bertkit.infer.streams`)
+             two batches at once, one thread each (its default, :mod:`bertkit.infer.parallel_batches`)
   2 streams  onnxruntime given bertkit's schedule: two runs in flight on a one-thread session
 
 Then: the cosine of each int8 sentence embedding to its fp32 one, and single-request latency (one 16-token
 text, batch 1; end to end for bertkit and transformers, forward only for onnxruntime; one backend at a time).
 
-    python benchmarks/inference.py [--threads 2] [--repeats 3] [--sentences 512] [--latency-calls 300]
+    python benchmarks/inference.py [--threads 2] [--repeats 5] [--sentences 512] [--latency-calls 300]
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ import torch
 import transformers
 
 from bertkit import BertModel, Tokenizer
-from bertkit.infer.batching import length_sorted_batches
-from bertkit.infer.encode import embed_texts
-from bertkit.infer.graph import TorchBackend
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.embed import embed_texts
 from bertkit.infer.onnx_backend import OnnxBackend
 from bertkit.infer.onnx_export import export_onnx, quantize_onnx
+from bertkit.infer.parallel_batches import run_batches, streams_for
 from bertkit.infer.quantize import calibration_batch, quantize_int8
-from bertkit.infer.streams import run_batches, streams_for
+from bertkit.infer.torch_backend import TorchBackend
 from common import interleaved_medians, machine, matmul_gflops, minilm_dir, mixed_sentences
 
 
@@ -58,7 +58,7 @@ def sorted_batches(tokenizer: Tokenizer, texts: list[str], batch_size: int) -> l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--latency-calls", type=int, default=300, help="single requests timed per backend")
@@ -140,10 +140,17 @@ def main() -> None:
     ratios = {
         "bertkit fp32 e2e vs transformers-eager e2e (target 1.8x)": ("transformers-eager e2e", "bertkit fp32 e2e"),
         "bertkit fp32 e2e vs transformers-sdpa e2e": ("transformers-sdpa e2e", "bertkit fp32 e2e"),
+        # bertkit tokenizes, sorts and skips padding; onnxruntime gets pre-tokenized padded batches in order
         "bertkit fp32 e2e vs onnxruntime fp32 in order (target 1.5x)": ("onnxruntime fp32 in order",
                                                                         "bertkit fp32 e2e"),
         "bertkit fp32 e2e vs onnxruntime fp32 in order, 2 streams": ("onnxruntime fp32 in order, 2 streams",
                                                                      "bertkit fp32 e2e"),
+        "same sorted batches, forward only: bertkit fp32 vs onnxruntime fp32": ("onnxruntime fp32 sorted",
+                                                                              "bertkit fp32 sorted"),
+        "same in-order batches, forward only: bertkit fp32 vs onnxruntime fp32": ("onnxruntime fp32 in order",
+                                                                                "bertkit fp32 in order"),
+        "same in-order batches, both 2 streams: bertkit fp32 vs onnxruntime fp32": (
+            "onnxruntime fp32 in order, 2 streams", "bertkit fp32 in order"),
         "int8 vs fp32, bertkit sorted (target 1.4x)": ("bertkit fp32 sorted", "bertkit int8 sorted"),
         "int8 vs fp32, bertkit sorted, 1 stream": ("bertkit fp32 sorted, 1 stream", "bertkit int8 sorted, 1 stream"),
         "same batches, bertkit 1 stream vs transformers-eager": ("transformers-eager in order",

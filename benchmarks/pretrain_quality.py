@@ -31,7 +31,8 @@ import torch
 import transformers
 
 from bertkit.cli import main as bertkit
-from bertkit.data.pretraining import IGNORE_INDEX, mask_tokens
+from bertkit.config import IGNORE
+from bertkit.data.pretraining import mask_tokens
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.optim import lr_factor_at
 from common import SHARED_DATA, machine
@@ -70,8 +71,8 @@ def score(model_dir: str, heldout: torch.Tensor, tokenizer: Tokenizer) -> dict[s
     with torch.no_grad():
         for start in range(0, len(ids), 64):
             x, y = torch.from_numpy(ids[start:start + 64]), torch.from_numpy(labels[start:start + 64])
-            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[y != IGNORE_INDEX]
-            targets = y[y != IGNORE_INDEX]
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[y != IGNORE]
+            targets = y[y != IGNORE]
             loss_sum += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
             correct += (logits.argmax(-1) == targets).sum().item()
             count += targets.numel()

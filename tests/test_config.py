@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import transformers
 
 from bertkit.config import BertConfig, ConfigError
 
@@ -61,9 +62,6 @@ def test_unknown_activation_is_rejected():
 
 
 # --- the BERT family ---------------------------------------------------------------------------
-
-transformers = pytest.importorskip("transformers")
-
 
 def _through_file(tmp_path, reference_config):
     reference_config.save_pretrained(tmp_path)

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
-from bertkit import finetune
 from bertkit.cli import main
 from bertkit.config import BertConfig
-from bertkit.data.tasks import families, qa, tagging
-from bertkit.data.tasks.batches import TaskBatches, model_inputs
-from bertkit.data.tasks.readers import Answer, QAExample, TaggingExample
-from bertkit.finetune import FinetuneSettings, evaluate_model, load_task_model, predict, run_finetune
+from bertkit.recipes import finetune
+from bertkit.recipes.finetune import FinetuneSettings, evaluate_model, predict, run_finetune
+from bertkit.tasks import families, qa, tagging
+from bertkit.tasks.batches import TaskBatches, model_inputs
+from bertkit.tasks.models import load_task_model, run_on_features
+from bertkit.tasks.readers import Answer, QAExample, TaggingExample
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.logging import read_metrics
 from finetune_toys import (
@@ -104,7 +106,6 @@ def _inputs(task: str, tokenizer: Tokenizer, config: BertConfig) -> dict[str, to
 @pytest.mark.parametrize("task", list(LEARNS))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_task_dir_names_the_variant_class_and_transformers_loads_it_with_equal_logits(runs, arch, task):
-    transformers = pytest.importorskip("transformers")
     settings, _ = runs[arch, task]
     config = json.loads((settings.out / "config.json").read_text())
     assert config["architectures"] == [PREFIX[arch] + HEAD[task]] and config["model_type"] == arch
@@ -220,12 +221,11 @@ def test_a_model_without_token_types_gets_batches_without_them(pretrained, runs)
     assert "token_type_ids" not in batch and set(batch) == {"input_ids", "attention_mask", "labels"}
     with pytest.raises(ValueError, match="distilbert has no token types"):
         loaded.model(**TaskBatches(features, 8, seed=0).batch(0, 0))
-    outputs, loss = finetune.infer(loaded.model, features[:4], pad_id=loaded.tokenizer.pad_id)
+    outputs, loss = run_on_features(loaded.model, features[:4], pad_id=loaded.tokenizer.pad_id)
     assert len(outputs) == 4 and loss is not None
 
 
 def test_a_task_dir_saved_by_transformers_loads_with_its_family(pretrained, tmp_path):
-    transformers = pytest.importorskip("transformers")
     source = pretrained["roberta"]
     config = transformers.AutoConfig.from_pretrained(str(source), id2label={0: "O", 1: "B-PER"})
     torch.manual_seed(0)

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from bertkit import Predictor, finetune
-from bertkit.finetune import FinetuneSettings, run_finetune
-from bertkit.infer.encode import embed_texts, fill_mask
+from bertkit import Predictor
+from bertkit.infer.embed import embed_texts
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
+from bertkit.recipes import finetune
+from bertkit.recipes.finetune import FinetuneSettings, run_finetune
 from bertkit.tokenizer import Tokenizer
 from finetune_toys import make_pretrained_variant, sentiment_rows, write_conll, write_squad, write_table
 
@@ -69,7 +71,6 @@ def test_classify_equals_the_models_own_probabilities(variants, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_onnx_backend_matches_torch_for_every_task(variants, arch):
-    pytest.importorskip("onnxruntime")
     for task in ("classify", "tag", "qa"):
         eager, onnx = Predictor(variants[arch][task]), Predictor(variants[arch][task], backend="onnx")
         if arch == "distilbert":
@@ -121,7 +122,6 @@ def test_int8_runs_and_stays_close_to_fp32(variants, arch):
 
 
 def test_server_answers_roberta_fill_mask_and_distilbert_classify(variants):
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from bertkit.serve.app import create_app

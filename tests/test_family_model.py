@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+import transformers
 
 from bertkit import (
     BertConfig,
@@ -22,7 +23,6 @@ from bertkit import (
 )
 from bertkit.checkpoint.io import CheckpointError
 
-transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 VOCAB = 97

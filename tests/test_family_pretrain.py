@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from bertkit import BertConfig, BertForPreTraining
 from bertkit.cli import main
@@ -15,9 +16,9 @@ from bertkit.data.corpus import iter_documents
 from bertkit.data.prepare import prepare
 from bertkit.data.pretraining import ARCH_OBJECTIVES, PretrainingBatches, make_sop_instances, pack_full_sentences
 from bertkit.data.shards import ShardError, ShardSet, write_manifest, write_shard
+from bertkit.recipes.pretrain import PretrainSettings, model_config, run_pretraining
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.logging import read_metrics
-from bertkit.train.pretrain import PretrainSettings, model_config, run_pretraining
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 CLS, SEP, PAD, MASK = 101, 102, 0, 103
@@ -292,7 +293,6 @@ def test_cli_prepares_and_pretrains_roberta_end_to_end(tokenizers, tmp_path, cap
                  "--preset", "tiny", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "manifest.json" in err and "'none'" in err and "'sop'" in err
-    transformers = pytest.importorskip("transformers")
     reference = transformers.AutoModelForMaskedLM.from_pretrained(run).eval()  # the run folder loads there too
     ours = BertForPreTraining.from_pretrained(run).eval()
     ids = torch.tensor([Tokenizer.from_pretrained(run).encode("Alice was beginning to get very tired.").ids])

@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
-from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches
-from bertkit.data.tasks.readers import TaskDataError
-from bertkit.finetune import FinetuneSettings, evaluate_model, infer, load_task_model, predict, run_finetune
+from bertkit.recipes import finetune as finetune_module
+from bertkit.recipes.finetune import FinetuneSettings, evaluate_model, predict, run_finetune
+from bertkit.tasks import families
+from bertkit.tasks.batches import TaskBatches
+from bertkit.tasks.models import load_task_model
+from bertkit.tasks.models import run_on_features as infer
+from bertkit.tasks.readers import TaskDataError
 from bertkit.train.logging import read_metrics
 from finetune_toys import (
     make_pretrained,
@@ -124,7 +128,6 @@ def test_model_directory_carries_task_labels_and_tokenizer(runs):
 
 @pytest.mark.parametrize("task", ["classify", "regress", "tag", "qa"])
 def test_transformers_loads_the_model_with_equal_logits(runs, task):
-    transformers = pytest.importorskip("transformers")
     settings, _ = runs[task]
     loaded = load_task_model(settings.out)
     sequence = transformers.BertForSequenceClassification
@@ -277,3 +280,14 @@ def test_squad_answers_with_wrong_start_are_skipped_and_counted(pretrained, tmp_
                                 max_seq_len=48, doc_stride=16, max_query_len=12, **{**FAST, "save_every": 0})
     assert run_finetune(settings)["train_examples"] == 11
     assert "train.json: skipped 1 answers whose answer_start does not match" in caplog.text
+
+
+def test_schedule_and_optimizer_follow_the_standard_fine_tuning_recipe(pretrained, tmp_path):
+    """Warm-up lasts ceil(10%) of the steps and AdamW's epsilon is 1e-8, as in transformers' recipe, so the
+    same flags give the same run there (round() would give 1 warm-up step of 14, and BERT's TF eps is 1e-6)."""
+    data = {**task_data("tag", tmp_path / "data"), **FAST, "max_steps": 14, "dev": None}
+    settings = FinetuneSettings(model=pretrained, out=tmp_path / "out", task="tag", **data)
+    run_finetune(settings)
+    lrs = {r["step"]: r["lr"] for r in read_metrics(settings.out / "metrics.jsonl") if "lr" in r}
+    assert lrs[6] == pytest.approx(settings.lr * (1 - 3 / 12))  # update 6 of 14, after 2 warm-up steps (0.69 after 1)
+    assert finetune_module._train_config(settings, TaskBatches(range(3), 1, 0), False).eps == 1e-8

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+import transformers
 
 from bertkit import BertConfig, BertForPreTraining, BertForQuestionAnswering, BertModel
-
-transformers = pytest.importorskip("transformers")
 
 
 def test_parameter_counts_equal_the_reference():

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 
 from bertkit.cli import main
-from bertkit.infer.graph import TorchBackend
 from bertkit.infer.onnx_export import export_onnx, quantize_onnx
 from bertkit.infer.predictor import Predictor, load_model
+from bertkit.infer.torch_backend import TorchBackend
 from infer_toys import make_model_dirs
-
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from torch import nn
 from bertkit import BertConfig, BertModel
 from bertkit.infer.predictor import Predictor
 from bertkit.infer.quantize import (
+    CALIBRATION_TEXTS,
     DEFAULT_RECIPE,
     ENGINES,
     Int8FeedForward,
@@ -24,15 +25,21 @@ from bertkit.infer.quantize import (
 )
 from bertkit.model.layer import ACTIVATIONS, FeedForward
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A man is playing a guitar on the stage while the crowd sings along.",
-    "Stock markets fell sharply on Tuesday after the central bank raised interest rates.",
-    "She said it was fine.",
-    "Photosynthesis converts light energy into chemical energy stored in glucose molecules.",
-    "Where is the nearest train station?",
-    "The committee will publish its final report, with recommendations, early next year.",
-    "I loved this movie so much!",
+# Held-out text for the MiniLM check, in paraphrase pairs (0-1, 2-3, ...): none of it overlaps CALIBRATION_TEXTS,
+# so the int8 ranges are tested on activations they were not fitted to (the test asserts the disjointness).
+HELD_OUT_PAIRS = [
+    "A violinist tuned her instrument before the evening concert.",
+    "Before the night's performance, the musician adjusted the strings of her violin.",
+    "Heavy snowfall closed the mountain pass for three days.",
+    "The road over the mountains was shut for several days because of deep snow.",
+    "Our router keeps dropping the wireless connection every few minutes.",
+    "The wifi at home disconnects constantly; the modem seems to be failing.",
+    "Bake the bread at two hundred degrees until the crust turns golden.",
+    "Leave the loaf in a hot oven until its outside is nicely browned.",
+    "The goalkeeper saved a penalty in the last minute of extra time.",
+    "In the dying seconds of overtime, the keeper stopped a spot kick.",
+    "Researchers sequenced the genome of an ancient wheat variety.",
+    "Scientists decoded the DNA of a very old strain of grain.",
 ]
 ENGINES_HERE = [e for e in ENGINES if e in torch.backends.quantized.supported_engines]
 
@@ -217,9 +224,25 @@ def test_bad_recipes_and_calls_are_rejected():
     assert not Int8Recipe(("out_proj",)).needs_calibration  # smoothing touches only qkv and fc1
 
 
-def test_int8_embeddings_stay_close_to_fp32_on_minilm(minilm_dir):
-    fp32 = Predictor(minilm_dir).embed(SENTENCES).vectors
-    int8 = Predictor(minilm_dir, quantize="int8").embed(SENTENCES).vectors
+def word_ngrams(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    words = text.lower().replace(",", " ").replace(".", " ").split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_int8_embeddings_stay_close_to_fp32_on_held_out_minilm_text(minilm_dir):
+    calibration = set().union(*map(word_ngrams, CALIBRATION_TEXTS))
+    assert not calibration & set().union(*map(word_ngrams, HELD_OUT_PAIRS))  # no shared 3-word run
+    fp32 = Predictor(minilm_dir).embed(HELD_OUT_PAIRS).vectors
+    int8 = Predictor(minilm_dir, quantize="int8").embed(HELD_OUT_PAIRS).vectors
     cos = (fp32 * int8).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1))
     assert cos.mean() >= 0.99 and cos.min() >= 0.98, cos
     assert not np.allclose(fp32, int8, atol=1e-4)  # the int8 path really ran
+
+    def nearest(vectors: np.ndarray) -> list[int]:  # each sentence's nearest other sentence, by cosine
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        similarity = unit @ unit.T - 2 * np.eye(len(unit))
+        return similarity.argmax(1).tolist()
+
+    partners = [i ^ 1 for i in range(len(HELD_OUT_PAIRS))]
+    assert nearest(fp32) == partners  # the check can tell paraphrases apart at all
+    assert nearest(int8) == partners  # and int8 still does

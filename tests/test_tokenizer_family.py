@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sentencepiece as spm
+import transformers
 
 from bertkit.cli import main
 from bertkit.tokenizer import ByteLevelBPETokenizer, SentencePieceTokenizer, Tokenizer, WordPieceTokenizer
@@ -30,10 +32,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
 def reference(kind: str, folder: Path):
     """transformers' tokenizer for the folder: RobertaTokenizerFast or AlbertTokenizer (needs sentencepiece)."""
-    transformers = pytest.importorskip("transformers")
     if kind == "bpe":
         return transformers.RobertaTokenizerFast.from_pretrained(str(folder))
-    pytest.importorskip("sentencepiece")
     return transformers.AlbertTokenizer.from_pretrained(str(folder))
 
 
@@ -365,7 +365,6 @@ def test_corrupt_or_foreign_spiece_model_names_the_file(trained, tmp_path):
 
 
 def test_bpe_spiece_model_is_refused(tmp_path):
-    spm = pytest.importorskip("sentencepiece")
     (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 30, encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(tmp_path / "text.txt"), model_prefix=str(tmp_path / "spiece"),
                                    model_type="bpe", vocab_size=40, minloglevel=2)

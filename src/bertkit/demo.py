@@ -33,13 +33,14 @@ from typing import Any
 
 import torch
 
-from bertkit.data.corpus import expand_inputs
+from bertkit.data.corpus import text_files
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
-from bertkit.infer.encode import fill_mask
+from bertkit.files import write_text
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
+from bertkit.recipes.pretrain import BUDGET_RECIPE, PretrainSettings, build_model, run_pretraining
 from bertkit.tokenizer import Tokenizer
-from bertkit.train.pretrain import BUDGET_RECIPE, PretrainSettings, build_model, run_pretraining
 
 MARKER = "demo.json"
 SENTENCES = (
@@ -111,10 +112,7 @@ def python_docs_corpus(max_chars: int | None = None) -> list[str]:
 
 def write_corpus(documents: list[str], path: Path) -> Path:
     """One document per paragraph block, separated by blank lines; written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n\n".join(documents) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -128,7 +126,7 @@ def _claim_folder(out: Path, settings: DemoSettings) -> None:
                                   "overwrite it; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"settings": asdict(settings)}, indent=2) + "\n", encoding="utf-8")
+    write_text(out / MARKER, json.dumps({"settings": asdict(settings)}, indent=2) + "\n")
 
 
 def _predictions(model: BertForPreTraining, tokenizer: Tokenizer, sentences: tuple[str, ...]) -> list[list[str]]:
@@ -147,7 +145,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
         echo("gathering Python's bundled documentation (stdlib docstrings, pydoc topics) ...")
         inputs = [str(write_corpus(python_docs_corpus(settings.max_corpus_chars), out / "corpus.txt"))]
     echo(f"training a WordPiece vocabulary of {settings.vocab_size} ...")
-    tokenizer = Tokenizer.train(expand_inputs(inputs), vocab_size=settings.vocab_size)
+    tokenizer = Tokenizer.train(text_files(inputs)[0], vocab_size=settings.vocab_size)  # skips as prepare does
     tokenizer.save_pretrained(out / "tokenizer")
     echo("preparing shards (full sentences packed into sequences, for masked-LM alone) ...")
     manifest = prepare(inputs, str(out / "tokenizer"), str(out / "shards"), max_seq_len=settings.max_seq_len,
@@ -167,7 +165,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     after = _predictions(BertForPreTraining.from_pretrained(out), tokenizer, settings.sentences)
     _report(echo, settings, summary, before, after, out)
     result = {"settings": asdict(settings), "summary": summary, "before": before, "after": after}
-    (out / MARKER).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_text(out / MARKER, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,11 +20,13 @@ from typing import Any, TypeVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from bertkit import files
 from bertkit.checkpoint import names
 from bertkit.config import BertConfig
 
 log = logging.getLogger("bertkit")
 T = TypeVar("T", bound="PretrainedMixin")
+M = TypeVar("M", bound=torch.nn.Module)
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -80,24 +81,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp)`` then rename over ``path``: readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def load_weights(model: M, directory: Path, *, strict: bool = True,
+                 state: dict[str, torch.Tensor] | None = None) -> M:
+    """Fill ``model`` with the weights of the checkpoint folder ``directory`` and return it.
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    Standard names are mapped to ours with the checks of :func:`load_standard_state`; what was loaded and what
+    was left fresh is kept in ``model.load_report``. ``state``: the folder's tensors when already read.
+    """
+    weights = find_weights(directory)
+    state = read_state_dict(weights) if state is None else state
+    model.load_report = load_standard_state(model, state, strict, source=str(weights))
+    return model
 
 
 class PretrainedMixin:
@@ -115,30 +109,18 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls: type[T], path: str | os.PathLike, strict: bool = True, **kwargs: Any) -> T:
         directory = Path(path)
-        weights = find_weights(directory)
+        find_weights(directory)  # a missing folder or weight file is named before the config is read
         config = BertConfig.from_json_file(directory / "config.json")
-        model = cls(config, **kwargs)  # type: ignore[call-arg]
-        model.load_report = load_standard_state(model, read_state_dict(weights), strict, source=str(weights))
-        return model
+        return load_weights(cls(config, **kwargs), directory, strict=strict)  # type: ignore[call-arg]
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         directory = Path(path)
         state = standard_state_dict(self)  # type: ignore[arg-type]
         config = self.config.to_dict()
         config["architectures"] = [standard_architecture(type(self).__name__, self.config)]
-        atomic_write(
-            directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
-        )
-        atomic_write(
-            directory / "config.json",
-            lambda tmp: Path(tmp).write_text(
-                json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-            ),
-        )
-
-
-# Each variant's class-name prefix in the reference implementation.
-CLASS_PREFIXES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "albert": "Albert"}
+        weights = directory / "model.safetensors"
+        files.atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        files.write_text(directory / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def standard_architecture(class_name: str, config: BertConfig) -> str:
@@ -151,7 +133,7 @@ def standard_architecture(class_name: str, config: BertConfig) -> str:
     suffix = class_name.removeprefix("Bert")
     if suffix == "ForPreTraining" and config.sentence_task is None:
         suffix = "ForMaskedLM"
-    return CLASS_PREFIXES[config.model_type] + suffix
+    return config.variant.class_prefix + suffix
 
 
 def _is_encoder_only(model: torch.nn.Module) -> bool:

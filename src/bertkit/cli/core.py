@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertkit.cli.common import UsageError
+from bertkit.files import atomic_write
 
 if TYPE_CHECKING:
     from bertkit.config import BertConfig
@@ -37,6 +38,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     weights = find_weights(directory)
     config = BertConfig.from_json_file(directory / "config.json")
     state = read_state_dict(weights)
+    _check_config_fits(directory / "config.json", config, state, weights)
     params = sum(t.numel() for k, t in state.items() if not k.endswith("position_ids"))
     heads = sorted({k.split(".")[0] for k in state if k.startswith(names.layout(config).head_roots)})
     info = {
@@ -62,12 +64,34 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def _check_config_fits(path: Path, config: BertConfig, state: dict, weights: Path) -> None:
+    """Refuse to describe weights with a config.json they do not fit (an encoder built on the meta device, so
+    nothing is allocated, must load the file's encoder tensors strictly)."""
+    import torch
+
+    from bertkit.checkpoint.io import CheckpointError, load_standard_state
+    from bertkit.model import BertModel
+
+    with torch.device("meta"):
+        encoder = BertModel(config)
+    level = log.level
+    log.setLevel(logging.ERROR)  # a pooler the file lacks is normal here; only a mismatch matters
+    try:
+        load_standard_state(encoder, state, strict=True, source=str(weights))
+    except CheckpointError as err:
+        lines = str(err).splitlines()
+        raise UsageError(f"{path} does not describe {weights.name}: {lines[0].split(': ', 1)[-1].rstrip(':')} "
+                         f"(first: {lines[1].strip() if len(lines) > 1 else '?'})") from None
+    finally:
+        log.setLevel(level)
+
+
 def _variant_info(config: BertConfig) -> dict[str, Any]:
     """What sets a variant apart from BERT: ALBERT's embedding width and layer sharing, RoBERTa's first position."""
-    if config.model_type == "albert":
+    if config.variant.shares_layers:
         return {"embedding_size": config.embedding_dim, "num_hidden_groups": config.num_hidden_groups,
                 "inner_group_num": config.inner_group_num, "distinct_layers": config.num_distinct_layers}
-    if config.model_type == "roberta":
+    if config.variant.positions_after_padding:
         return {"position_offset": config.position_offset}
     return {}
 
@@ -92,7 +116,7 @@ def _load_tokenizer(directory: str):
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    from bertkit.infer.encode import fill_mask
+    from bertkit.infer.fill_mask import fill_mask
     from bertkit.model import BertForPreTraining
 
     model = BertForPreTraining.from_pretrained(args.model).eval()
@@ -107,9 +131,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from bertkit.infer.encode import embed_texts
+    from bertkit.infer.embed import embed_texts
     from bertkit.model import BertModel
 
     texts = _read_lines(args.input)
@@ -125,10 +147,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     vectors = embed_texts(model, tokenizer, texts, pooling=args.pooling, batch_size=args.batch_size,
                           normalize=args.normalize, progress=len(texts) >= 1000)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp.npy")
-    np.save(tmp, vectors)
-    tmp.replace(output)
+    atomic_write(output, lambda tmp: _save_npy(tmp, vectors))
     print(f"wrote {output}: {vectors.shape[0]} x {vectors.shape[1]} ({args.pooling} pooling)")
     if args.similarity:
         _print_similarities(texts, vectors)
@@ -137,6 +156,14 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
         plot_embeddings(vectors, texts, args.plot, title=f"{Path(args.input).name}: {args.pooling} pooling, PCA")
         print(f"wrote {args.plot}: 2-D PCA projection of the {len(texts)} embeddings")
+
+
+def _save_npy(path: Path, array) -> None:
+    """``np.save`` to exactly ``path`` (given a name, it would append ``.npy``)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 def _print_similarities(texts: list[str], vectors) -> None:
@@ -155,23 +182,18 @@ def _print_similarities(texts: list[str], vectors) -> None:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from bertkit.data.corpus import text_files
     from bertkit.tokenizer import Tokenizer
 
-    files = [str(p) for p in _expand_inputs(args.corpus)]
+    files, skipped = text_files(args.corpus, strict=args.strict)
+    if not files:
+        raise UsageError(f"no UTF-8 text file found in {' '.join(args.corpus)}")
     tokenizer = Tokenizer.train(files, kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
                                 lowercase=False if args.cased else None)
     tokenizer.save_pretrained(args.out)
     written = " + ".join(str(Path(args.out) / name) for name in tokenizer.files)
-    print(f"wrote {written}: {tokenizer.kind} vocabulary of {tokenizer.vocab_size} entries from {len(files)} file(s)")
-
-
-def _expand_inputs(inputs: list[str]) -> list[Path]:
-    from bertkit.data.corpus import expand_inputs
-
-    files = [Path(p) for p in expand_inputs(inputs)]
-    if not files:
-        raise UsageError(f"no input files found in {' '.join(inputs)}")
-    return files
+    print(f"wrote {written}: {tokenizer.kind} vocabulary of {tokenizer.vocab_size} entries from {len(files)} file(s)"
+          + (f"; skipped {len(skipped)} file(s) that are not UTF-8 text" if skipped else ""))
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -207,5 +229,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-frequency", type=int, default=2, help="least count of a merge (wordpiece, bpe)")
     p.add_argument("--cased", action="store_true",
                    help="keep case and accents (default: lower-case for wordpiece and unigram; bpe is always cased)")
+    p.add_argument("--strict", action="store_true", help="refuse a file that is not UTF-8 text (default: skip it "
+                                                         "with a warning, as prepare does)")
     p.add_argument("--out", required=True, help="directory for the tokenizer files")
     p.set_defaults(handler=cmd_tokenizer_train)

@@ -10,7 +10,9 @@ A corpus is a list of files, folders or glob patterns. Two formats are read:
 
 Everything is a generator: at most one line (capped at ``MAX_LINE_CHARS``) and one document (capped at
 ``max_doc_sentences``) are held at a time, so memory does not grow with the corpus. Binary or non-UTF-8 files are
-skipped and recorded in :class:`CorpusStats`, because one bad file in a large crawl should not stop a long run.
+skipped with a warning naming each and recorded in :class:`CorpusStats`, because one bad file in a large crawl should
+not stop a long run; ``strict=True`` refuses them instead. :func:`text_files` is that rule, for every command that
+reads a folder of text.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from __future__ import annotations
 import codecs
 import glob
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+log = logging.getLogger("bertkit")
 
 MAX_LINE_CHARS = 1 << 20  # a longer "line" (e.g. a file without newlines) is read in pieces of this size
 _CHECK_BYTES = 1 << 20
@@ -130,6 +135,26 @@ def is_utf8_text(path: str) -> bool:
     return True
 
 
+def text_files(inputs: Iterable[str], *, strict: bool = False) -> tuple[list[str], list[str]]:
+    """``(readable, skipped)``: the files of ``inputs`` (see :func:`expand_inputs`) split by :func:`is_utf8_text`.
+
+    Each skipped file is named in a warning. With ``strict`` the first unreadable file is an error instead.
+
+    Raises:
+        ValueError: ``strict`` and a file is not UTF-8 text.
+    """
+    readable, skipped = [], []
+    for path in expand_inputs(inputs):
+        if is_utf8_text(path):
+            readable.append(path)
+        elif strict:
+            raise ValueError(f"{path}: not UTF-8 text; convert it to UTF-8, or drop --strict to skip such files")
+        else:
+            log.warning("%s: skipped, not UTF-8 text", path)
+            skipped.append(path)
+    return readable, skipped
+
+
 def _read_lines(path: str) -> Iterator[str]:
     with open(path, encoding="utf-8-sig") as f:
         yield from iter(lambda: f.readline(MAX_LINE_CHARS), "")
@@ -157,7 +182,9 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[list[str]]:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise ValueError(f"{path}:{number}: expected an object with a string field {text_field!r}")
+            found = type(record.get(text_field)).__name__ if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{path}:{number}: expected an object with a string field {text_field!r} (found "
+                             f"{found})")
         lines = (line.strip() for line in record[text_field].splitlines())
         yield list(lines_to_sentences(line for line in lines if line))
 
@@ -168,17 +195,18 @@ def iter_documents(
     text_field: str = "text",
     max_doc_sentences: int = 10_000,
     stats: CorpusStats | None = None,
+    strict: bool = False,
 ) -> Iterator[list[str]]:
     """Yield documents (lists of sentence strings) from ``inputs`` in a deterministic order.
 
     Documents longer than ``max_doc_sentences`` are cut into consecutive pieces so memory stays bounded. ``stats``,
-    when given, is updated in place (files read, bytes, documents, sentences, skipped files).
+    when given, is updated in place (files read, bytes, documents, sentences, skipped files). Files that are not
+    UTF-8 text are skipped, or refused with ``strict`` (see :func:`text_files`).
     """
     stats = stats if stats is not None else CorpusStats()
-    for path in expand_inputs(inputs):
-        if not is_utf8_text(path):
-            stats.skipped.append(path)
-            continue
+    readable, skipped = text_files(inputs, strict=strict)
+    stats.skipped.extend(skipped)
+    for path in readable:
         stats.files += 1
         stats.bytes += os.path.getsize(path)
         docs = _jsonl_documents(path, text_field) if path.endswith(".jsonl") else _txt_documents(path)

@@ -198,6 +198,7 @@ def prepare(
     chunk_chars: int = 2_000_000,
     text_field: str = "text",
     arch: str = "bert",
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Build a shard set from text files and return its manifest.
 
@@ -211,6 +212,7 @@ def prepare(
         chunk_chars: characters of text per chunk = per shard = per NotNext window.
         arch: "bert" (NSP pairs), "albert" (SOP pairs), "roberta" or "distilbert" (packed full sentences).
         short_seq_prob: pairs only; packed sequences are always filled.
+        strict: refuse a file that is not UTF-8 text instead of skipping it with a warning.
 
     Raises:
         ValueError: bad settings, or the corpus holds no document or yields no instance.
@@ -231,7 +233,7 @@ def prepare(
     os.makedirs(tmp_dir)
     try:
         stats = CorpusStats()
-        chunks = _chunks(iter_documents(inputs, text_field=text_field, stats=stats), chunk_chars)
+        chunks = _chunks(iter_documents(inputs, text_field=text_field, stats=stats, strict=strict), chunk_chars)
         args = (tokenizer_dir, tmp_dir, settings)
         run = _run_serial(chunks, args) if workers == 1 else _run_parallel(chunks, args, workers)
         results = sorted(run, key=lambda r: r["index"])

@@ -27,9 +27,12 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bertkit.files import atomic_write, write_json
 
 FORMAT = "bertkit-shards"
 FORMAT_VERSION = 1
@@ -91,13 +94,15 @@ def write_shard(
     }
     layout, size = _layout(len(ids), len(tokens), dtype)
     digest = hashlib.sha256()
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        for name, (_, section_dtype, _) in layout.items():
-            data = np.ascontiguousarray(arrays[name], dtype=section_dtype).tobytes()
-            digest.update(data)
-            f.write(data)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            for name, (_, section_dtype, _) in layout.items():
+                data = np.ascontiguousarray(arrays[name], dtype=section_dtype).tobytes()
+                digest.update(data)
+                f.write(data)
+
+    atomic_write(path, write)
     return {
         "file": os.path.basename(path),
         "instances": len(ids),
@@ -112,14 +117,14 @@ def write_manifest(out_dir: str, manifest: dict[str, Any]) -> dict[str, Any]:
     folder as a finished shard set."""
     path = os.path.join(out_dir, MANIFEST)
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(f"{path}.tmp", path)
+    write_json(path, manifest)
     return manifest
 
 
 def read_manifest(shard_dir: str) -> dict[str, Any]:
     path = os.path.join(shard_dir, MANIFEST)
+    if os.path.isfile(shard_dir):
+        raise ShardError(f"{shard_dir}: a file, but a shard set is a folder (written by `bertkit prepare`)")
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
@@ -127,6 +132,10 @@ def read_manifest(shard_dir: str) -> dict[str, Any]:
         raise ShardError(f"{path}: no manifest; is {shard_dir!r} a shard set written by prepare?") from None
     except json.JSONDecodeError as err:
         raise ShardError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise ShardError(f"{path}: not UTF-8 text") from None
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{path}: a JSON object expected")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise ShardError(
             f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}, "
@@ -168,6 +177,8 @@ class ShardSet:
         self.shard_dir = shard_dir
         self.manifest = read_manifest(shard_dir)
         self.objective: str = self.manifest.get("objective", "nsp")
+        self.max_seq_len: int = self.manifest["settings"]["max_seq_len"]
+        self.arch: str = self.manifest["settings"].get("arch", "bert")  # the architecture the set was prepared for
         if self.objective not in OBJECTIVES:
             raise ShardError(f"{os.path.join(shard_dir, MANIFEST)}: unknown objective {self.objective!r}; "
                              f"expected one of {', '.join(OBJECTIVES)}")

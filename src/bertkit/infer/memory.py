@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import threading
 import time
 from functools import cache
@@ -52,15 +51,6 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
-
-
-def resident_bytes() -> int:
-    """This process's resident set size (0 where /proc is unavailable)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class HeapTrimmer:

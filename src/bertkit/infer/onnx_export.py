@@ -1,8 +1,8 @@
 """Export a model directory to ONNX, and quantise the exported graph to int8 with onnxruntime.
 
-The graph is :class:`~bertkit.infer.graph.InferenceGraph` (encoder + task head, named outputs), traced by
+The graph is :class:`~bertkit.infer.torch_backend.InferenceGraph` (encoder + task head, named outputs), traced by
 torch's TorchScript-based exporter with batch and sequence axes left dynamic. It is traced on a padded
-example, so the padding-skipping path of :mod:`bertkit.model.packing` (gather the real tokens, run the
+example, so the padding-skipping path of :mod:`bertkit.model.unpadding` (gather the real tokens, run the
 per-token layers on them, scatter back) is what the graph contains; a batch without padding runs the same
 graph with every token selected.
 
@@ -15,15 +15,15 @@ here, and smoothing is not applied.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bertkit.infer.graph import InferenceGraph
+from bertkit.files import atomic_write
 from bertkit.infer.quantize import ALL_TARGETS, DEFAULT_RECIPE, Int8Recipe
+from bertkit.infer.torch_backend import InferenceGraph
 from bertkit.model import BertForSequenceClassification
 
 OPSET = 17
@@ -56,17 +56,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
     axes = {name: {0: "batch", 1: "seq"} for name in (*graph.input_names, *graph.output_names)}
     if isinstance(model, BertForSequenceClassification):
         axes["logits"] = {0: "batch"}  # (B, C): no sequence axis
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    def export(tmp: Path) -> None:
         with warnings.catch_warnings():  # the tracer warns about Python-level branches it records as constants
             warnings.simplefilter("ignore")
-            torch.onnx.export(graph, _example_inputs(graph), tmp,
+            torch.onnx.export(graph, _example_inputs(graph), str(tmp),
                               input_names=list(graph.input_names), output_names=list(graph.output_names),
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(path, export)
     return path
 
 
@@ -96,13 +93,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, recipe: Int8Re
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = Path(src), Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
-                         reduce_range=recipe.reduce_range, op_types_to_quantize=["MatMul", "Gemm"],
-                         nodes_to_exclude=_excluded_nodes(src, recipe))
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(dst, lambda tmp: quantize_dynamic(
+        src, tmp, weight_type=QuantType.QInt8, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_excluded_nodes(src, recipe)))
     return dst

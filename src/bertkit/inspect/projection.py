@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.checkpoint.io import atomic_write
+from bertkit.files import atomic_write
 
 MAX_LABELS = 150  # beyond this many points, text labels would hide the scatter
 LABEL_CHARS = 32

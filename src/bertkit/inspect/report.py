@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bertkit.checkpoint.io import atomic_write
+from bertkit.files import atomic_write
 from bertkit.train.logging import METRICS_FILE, read_metrics
 
 REPORT_FILE = "report.html"

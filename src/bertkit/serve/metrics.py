@@ -1,115 +1,89 @@
-"""Counters and histograms rendered in the Prometheus text exposition format (version 0.0.4).
+"""What the server reports on /metrics, through ``prometheus_client``.
 
-A few dozen lines cover what the server reports, so no client library is needed. Every metric is
-thread-safe: the request handlers and the model worker thread update them concurrently.
+The library gives the exposition format, thread-safe counters and histograms, and the standard process
+metrics (resident memory, CPU seconds, open files) and Python metrics (garbage collection) that dashboards
+expect. Each app has its own registry rather than the library's global one, so two apps in one process
+(the tests run several) keep separate counts.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections.abc import Sequence
+from collections.abc import Iterator
 
-from bertkit.infer.memory import HeapTrimmer, resident_bytes
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from bertkit.infer.memory import HeapTrimmer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+DROP_REASONS = ("queue_full", "deadline", "disconnected")
 
 
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class _HeapTrimCollector(Collector):
+    """Reads the trimmer's own counts at scrape time, so the model worker never touches a metric."""
 
+    def __init__(self, trimmer: HeapTrimmer) -> None:
+        self.trimmer = trimmer
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class Counter:
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.label_names = name, help, tuple(labels)
-        self._values: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
-
-    def value(self, *labels: str) -> float:
-        return self._values.get(labels, 0.0)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        with self._lock:
-            for labels, value in sorted(self._values.items()):
-                lines.append(f"{self.name}{_labels(self.label_names, labels)} {value:g}")
-        return lines
-
-
-class Histogram:
-    """Cumulative buckets (``le``), plus ``_sum`` and ``_count``, per label combination."""
-
-    def __init__(self, name: str, help: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.label_names = name, help, tuple(labels)
-        self.buckets = tuple(sorted(buckets))
-        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}  # counts per bucket, [sum]
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, *labels: str) -> None:
-        with self._lock:
-            counts, total = self._series.setdefault(labels, ([0] * (len(self.buckets) + 1), [0.0]))
-            counts[bisect.bisect_left(self.buckets, value)] += 1
-            total[0] += value
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        with self._lock:
-            for labels, (counts, total) in sorted(self._series.items()):
-                cumulative = 0
-                for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
-                    cumulative += count
-                    le = 'le="+Inf"' if bound == float("inf") else f'le="{bound:g}"'
-                    lines.append(f"{self.name}_bucket{_labels(self.label_names, labels, le)} {cumulative}")
-                lines.append(f"{self.name}_sum{_labels(self.label_names, labels)} {total[0]:g}")
-                lines.append(f"{self.name}_count{_labels(self.label_names, labels)} {cumulative}")
-        return lines
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("bertkit_heap_trims", "Times freed heap memory was returned to the OS.",
+                                  value=self.trimmer.trims)
+        yield CounterMetricFamily("bertkit_heap_trim_seconds", "Time the model worker spent returning it.",
+                                  value=self.trimmer.seconds)
 
 
 class ServerMetrics:
-    """What the server reports on /metrics."""
+    """The server's metrics in one registry: requests, errors, latency, batching, dropped work, process."""
 
     def __init__(self, trimmer: HeapTrimmer | None = None) -> None:
-        self.trimmer = trimmer
-        self.requests = Counter("bertkit_requests_total", "HTTP requests by endpoint and status code.",
-                                ("endpoint", "status"))
-        self.errors = Counter("bertkit_errors_total", "Requests answered with an error, by endpoint and status.",
-                              ("endpoint", "status"))
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        if trimmer is not None:
+            registry.register(_HeapTrimCollector(trimmer))
+        self.requests = Counter("bertkit_requests", "HTTP requests by endpoint and status code.",
+                                ("endpoint", "status"), registry=registry)
+        self.errors = Counter("bertkit_errors", "Requests answered with an error, by endpoint and status.",
+                              ("endpoint", "status"), registry=registry)
         self.latency = Histogram("bertkit_request_seconds", "Request latency in seconds, by endpoint.",
-                                 LATENCY_BUCKETS, ("endpoint",))
+                                 ("endpoint",), buckets=LATENCY_BUCKETS, registry=registry)
         self.batch_size = Histogram("bertkit_batch_size", "Texts per model call (after micro-batching).",
-                                    BATCH_BUCKETS, ("endpoint",))
-        self.batch_requests = Histogram("bertkit_batch_requests", "Requests merged into one model call.",
-                                        BATCH_BUCKETS, ("endpoint",))
+                                    ("endpoint",), buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_requests = Histogram("bertkit_batch_requests",
+                                        "Requests (or parts of a large one) merged into one model call.",
+                                        ("endpoint",), buckets=BATCH_BUCKETS, registry=registry)
+        self.dropped = Counter("bertkit_requests_dropped",
+                               "Requests whose model work was dropped, by reason: queue_full (refused with 503), "
+                               "deadline (504), disconnected (the client hung up first).",
+                               ("endpoint", "reason"), registry=registry)
+        self.queued = Gauge("bertkit_queued_texts", "Texts queued or running now (the bound is --max-queue).",
+                            registry=registry)
 
     def record_request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.inc(endpoint, str(status))
-        self.latency.observe(seconds, endpoint)
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
         if status >= 400:
-            self.errors.inc(endpoint, str(status))
+            self.errors.labels(endpoint, str(status)).inc()
 
-    def render(self) -> str:
-        metrics = (self.requests, self.errors, self.latency, self.batch_size, self.batch_requests)
-        lines = [line for m in metrics for line in m.render()]
-        lines += ["# HELP process_resident_memory_bytes Resident memory size in bytes.",
-                  "# TYPE process_resident_memory_bytes gauge",
-                  f"process_resident_memory_bytes {resident_bytes()}"]
-        if self.trimmer is not None:
-            lines += ["# HELP bertkit_heap_trims_total Times freed heap memory was returned to the OS.",
-                      "# TYPE bertkit_heap_trims_total counter",
-                      f"bertkit_heap_trims_total {self.trimmer.trims}",
-                      "# HELP bertkit_heap_trim_seconds_total Time the model worker spent returning it.",
-                      "# TYPE bertkit_heap_trim_seconds_total counter",
-                      f"bertkit_heap_trim_seconds_total {self.trimmer.seconds:g}"]
-        return "\n".join(lines) + "\n"
+    def record_drop(self, endpoint: str, reason: str) -> None:
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}; one of {DROP_REASONS}")
+        self.dropped.labels(endpoint, reason).inc()
+
+    def render(self) -> bytes:
+        """The exposition text, served with :data:`CONTENT_TYPE`."""
+        return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from pathlib import Path
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as RustTokenizer
 
+from bertkit.files import write_text
 from bertkit.tokenizer.base import (
     CONFIG_FILE,
     PipelineTokenizer,
@@ -24,7 +25,6 @@ from bertkit.tokenizer.base import (
     read_config,
     read_json,
     utf8_lines,
-    write_atomic,
 )
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")  # the pad, unk, cls, sep and mask roles
@@ -131,9 +131,9 @@ class ByteLevelBPETokenizer(PipelineTokenizer):
                   "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
                   "mask_token": mask, "added_tokens_decoder": added_tokens_config(SPECIAL_TOKENS, self._ids, [MASK])}
         vocab = {t: i for i, t in enumerate(self._tokens)}
-        write_atomic(directory / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False) + "\n")
-        write_atomic(directory / MERGES_FILE, MERGES_HEADER + "\n" + "".join(f"{a} {b}\n" for a, b in self.merges))
-        write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        write_text(directory / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False) + "\n")
+        write_text(directory / MERGES_FILE, MERGES_HEADER + "\n" + "".join(f"{a} {b}\n" for a, b in self.merges))
+        write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def _train(cls, paths: list[Path], *, vocab_size: int, min_frequency: int, lowercase: bool | None,

@@ -24,13 +24,13 @@ from pathlib import Path
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as RustTokenizer
 
+from bertkit.files import write_bytes, write_text
 from bertkit.tokenizer.base import (
     CONFIG_FILE,
     PipelineTokenizer,
     added_tokens_config,
     read_config,
     utf8_lines,
-    write_atomic,
 )
 from bertkit.tokenizer.spiece_proto import CONTROL, UNKNOWN, UNUSED, USER_DEFINED, read_model
 
@@ -134,8 +134,8 @@ class SentencePieceTokenizer(PipelineTokenizer):
                   "keep_accents": self.keep_accents, "remove_space": True, "bos_token": "[CLS]", "eos_token": "[SEP]",
                   "cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "<unk>", "pad_token": "<pad>",
                   "mask_token": "[MASK]", "added_tokens_decoder": added_tokens_config(SPECIAL_TOKENS, self._ids)}
-        write_atomic(directory / MODEL_FILE, self._model_file)
-        write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        write_bytes(directory / MODEL_FILE, self._model_file)
+        write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def _train(cls, paths: list[Path], *, vocab_size: int, min_frequency: int, lowercase: bool | None,

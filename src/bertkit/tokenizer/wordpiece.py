@@ -28,7 +28,8 @@ from typing import Any
 from tokenizers import AddedToken, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as RustTokenizer
 
-from bertkit.tokenizer.base import CONFIG_FILE, Tokenizer, _Pieces, read_config, utf8_lines, write_atomic
+from bertkit.files import write_text
+from bertkit.tokenizer.base import CONFIG_FILE, Tokenizer, _Pieces, read_config, utf8_lines
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_WORD_CHARS = 100  # longer words become [UNK], as in the original code
@@ -266,8 +267,8 @@ class WordPieceTokenizer(Tokenizer):
                   "strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars,
                   "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
-        write_atomic(directory / VOCAB_FILE, "".join(t + "\n" for t in self._tokens))
-        write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        write_text(directory / VOCAB_FILE, "".join(t + "\n" for t in self._tokens))
+        write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def _train(cls, paths: list[Path], *, vocab_size: int, min_frequency: int, lowercase: bool | None,

@@ -11,11 +11,12 @@ On resume the file is cut back to the checkpoint's step, so it reads as if the r
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from bertkit.files import write_text
 
 METRICS_FILE = "metrics.jsonl"
 NOT_PLOTTED = ("step", "epoch", "elapsed", "duration")
@@ -37,9 +38,7 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class MetricsLogger:

@@ -188,7 +188,10 @@ def read_table(
         if header is None:
             raise TaskDataError(f"{path}: empty file")
         columns = (text_column, pair_column, label_column)
-        return _table_examples(path, header, rows, columns, regression)
+        examples = _table_examples(path, header, rows, columns, regression)
+    if not examples:
+        raise TaskDataError(f"{path}: no examples (no row below the header)" if has_header else f"{path}: empty file")
+    return examples
 
 
 def read_jsonl(
@@ -208,8 +211,22 @@ def read_jsonl(
             if key is not None and key not in record:
                 raise TaskDataError(f"{path}:{line}: no key {key!r} (keys found: {', '.join(record)})")
             values.append(None if key is None else record[key])
+        _check_json_types(path, line, record, (text_column, pair_column), (label_column,))
         examples.append(_make_example(path, line, values, regression))
+    if not examples:
+        raise TaskDataError(f"{path}: no examples (the file holds no JSON object)")
     return examples
+
+
+def _check_json_types(path: Path, line: int, record: dict, texts: Iterable[str | None],
+                      labels: Iterable[str | None] = ()) -> None:
+    """Texts must be JSON strings and labels strings or numbers: a number where text belongs is a mistake in the
+    file, not something to turn into the text "12345"."""
+    for keys, allowed, what in ((texts, (str,), "a string"), (labels, (str, int, float), "a string or a number")):
+        for key in keys:
+            value = record.get(key) if key is not None else None
+            if key is not None and key in record and (not isinstance(value, allowed) or isinstance(value, bool)):
+                raise TaskDataError(f"{path}:{line}: {key!r} must be {what}, found {json.dumps(value)[:40]}")
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, dict]]:
@@ -416,10 +433,13 @@ def read_qa_jsonl(path: str | Path) -> list[QAExample]:
     path = Path(path)
     examples = []
     for line, record in _json_records(path):
+        _check_json_types(path, line, record, ("question", "context"))
         for key in ("question", "context"):
             if not str(record.get(key, "")).strip():
                 raise TaskDataError(f"{path}:{line}: missing or empty {key!r}")
         examples.append(QAExample(str(record.get("id", line)), record["question"], record["context"]))
+    if not examples:
+        raise TaskDataError(f"{path}: no questions (the file holds no JSON object)")
     return examples
 
 
