@@ -37,10 +37,10 @@ from bertkit.data.corpus import text_files
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
 from bertkit.files import write_text
-from bertkit.infer.encode import fill_mask
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
+from bertkit.recipes.pretrain import BUDGET_RECIPE, PretrainSettings, build_model, run_pretraining
 from bertkit.tokenizer import Tokenizer
-from bertkit.train.pretrain import BUDGET_RECIPE, PretrainSettings, build_model, run_pretraining
 
 MARKER = "demo.json"
 SENTENCES = (
