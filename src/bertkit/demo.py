@@ -43,11 +43,13 @@ from bertkit.recipes.pretrain import BUDGET_RECIPE, PretrainSettings, build_mode
 from bertkit.tokenizer import Tokenizer
 
 MARKER = "demo.json"
+# Phrasings the built-in corpus uses again and again ("number of bytes", "return true if the object", "does not
+# exist"), so that it can answer them.
 SENTENCES = (
+    "return the number of [MASK] read from the file.",
     "the function returns a [MASK] of the arguments.",
     "if the file does not [MASK], an exception is raised.",
-    "the default value is [MASK].",
-    "return the number of [MASK] in the list.",
+    "return true if the [MASK] is an instance of the class.",
 )
 # Parts of the standard library that are tests, demos or vendored code rather than documentation.
 _SKIP_DIRS = {"test", "tests", "idlelib", "turtledemo", "lib2to3", "ensurepip", "site-packages", "dist-packages",
