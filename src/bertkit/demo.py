@@ -6,10 +6,11 @@ of the standard library's modules, classes and functions (read from the source w
 the same Python version. Each module and each topic is one document, written blank-line separated to
 ``corpus.txt``.
 
-The recipe is the studied budget recipe of ``bertkit pretrain --max-minutes`` (:data:`BUDGET_RECIPE`: masked-LM
-alone on packed full sentences, no dropout, a high peak learning rate), run for a fixed number of steps rather than a
-time budget so that every run of the demo gives the same model; the step count is sized to finish the whole command
-within five minutes on two quiet CPU cores (see benchmarks/RESULTS.md, "Pretraining recipe").
+The recipe is that of ``bertkit pretrain --max-minutes`` (:data:`BUDGET_RECIPE`: masked-LM alone, here on packed
+full sentences, no dropout) on a tiny model with its own peak learning rate and batch, run for a fixed number of steps
+rather than a time budget so that every run of the demo gives the same model; the step count is sized, from CPU
+seconds per step, to finish the whole command within five minutes on two quiet CPU cores (see benchmarks/RESULTS.md,
+"The demo").
 
 The demo folder (``demo.json`` marks it as one, so a rerun may replace it and nothing else is ever replaced)::
 
@@ -43,11 +44,13 @@ from bertkit.recipes.pretrain import BUDGET_RECIPE, PretrainSettings, build_mode
 from bertkit.tokenizer import Tokenizer
 
 MARKER = "demo.json"
+# Phrasings the built-in corpus uses again and again ("number of bytes", "return true if the object", "does not
+# exist"), so that it can answer them.
 SENTENCES = (
+    "return the number of [MASK] read from the file.",
     "the function returns a [MASK] of the arguments.",
     "if the file does not [MASK], an exception is raised.",
-    "the default value is [MASK].",
-    "return the number of [MASK] in the list.",
+    "return true if the [MASK] is an instance of the class.",
 )
 # Parts of the standard library that are tests, demos or vendored code rather than documentation.
 _SKIP_DIRS = {"test", "tests", "idlelib", "turtledemo", "lib2to3", "ensurepip", "site-packages", "dist-packages",

@@ -20,8 +20,8 @@ a run, and of any run on the same shards, scores the same positions.
 
 A run with a time budget (``max_minutes``) trains until that much training time is spent, its learning rate
 following the fraction of the budget used. Settings left unset (None) take the budget recipe
-(:data:`BUDGET_RECIPE`, chosen by ``benchmarks/pretrain_recipe.py``) in a budgeted run and the BERT paper's
-choices (:data:`PAPER_RECIPE`) otherwise.
+(:data:`BUDGET_RECIPE`; ``benchmarks/pretrain_recipe.py`` compares recipes) in a budgeted run and the BERT
+paper's choices (:data:`PAPER_RECIPE`) otherwise.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ EVAL_MLM_PROB = 0.15  # ... nor does its rate: runs that train at another maskin
 # during pretraining only (the saved config keeps its rates for fine-tuning).
 PAPER_RECIPE: dict[str, Any] = dict(batch_size=32, lr=1e-4, warmup_ratio=0.01, mlm_prob=0.15, whole_word=False,
                                     dropout=None, sentence_task=True)
-# What a time-budgeted run uses, the best recipe of the study in benchmarks/RESULTS.md ("Pretraining recipe").
+# What a time-budgeted run uses; why these values is in benchmarks/RESULTS.md ("Pretraining recipe").
 BUDGET_RECIPE: dict[str, Any] = dict(batch_size=64, lr=5e-4, warmup_ratio=0.05, mlm_prob=0.15, whole_word=False,
                                      dropout=0.0, sentence_task=False)
 PAPER_MAX_STEPS = 10_000
