@@ -224,9 +224,11 @@ def test_output_directory_is_never_clobbered(runs, pretrained, tmp_path):
     with pytest.raises(FileExistsError, match="task 'classify', not 'regress'"):
         run_finetune(FinetuneSettings(model=pretrained, out=settings.out, task="regress", train=settings.train,
                                       overwrite=True))
-    with pytest.raises(FileExistsError, match="finished"):
-        run_finetune(FinetuneSettings(model=pretrained, out=settings.out, task="classify", train=settings.train,
-                                      resume=True))
+    before = sorted((p.relative_to(settings.out), p.stat().st_mtime_ns) for p in settings.out.rglob("*"))
+    resumed = run_finetune(FinetuneSettings(model=pretrained, out=settings.out, task="classify",
+                                            train=settings.train, resume=True))
+    assert resumed["already_finished"] and resumed["task"] == "classify"
+    assert sorted((p.relative_to(settings.out), p.stat().st_mtime_ns) for p in settings.out.rglob("*")) == before
     assert (other / "notes.txt").read_text() == "keep me"
 
 

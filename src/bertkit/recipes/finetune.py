@@ -244,15 +244,16 @@ class _PatientBatches:
         return self.source.batch(epoch, index)
 
 
-def _check_out_dir(settings: FinetuneSettings) -> None:
-    """Refuse an output directory whose contents this run must not touch (see the module docstring)."""
+def _check_out_dir(settings: FinetuneSettings) -> bool:
+    """Refuse an output directory whose contents this run must not touch (see the module docstring); True when
+    the run is resumed but had already finished."""
     out = settings.out
     if out.resolve() == settings.model.resolve():
         raise ValueError(f"the output directory {out} is the pretrained model's directory")
     if not out.is_dir() or not any(p.name != checkpointing.LOCK_FILE for p in out.iterdir()):
         if settings.resume:
             raise FileNotFoundError(f"{out}: no previous run to resume")
-        return
+        return False
     previous = out / SETTINGS_FILE
     if not previous.is_file():
         raise FileExistsError(f"{out} is not empty and holds no fine-tuning run ({SETTINGS_FILE} missing); "
@@ -268,7 +269,11 @@ def _check_out_dir(settings: FinetuneSettings) -> None:
         raise FileExistsError(f"{out} holds a previous {old_task!r} run; resume it (--resume) or replace it "
                               "(--overwrite)")
     if settings.resume and checkpointing.latest_checkpoint(out) is None:
-        raise FileExistsError(f"{out}: the previous run finished (no checkpoint left to resume); use --overwrite")
+        if not (out / checkpointing.FINAL_MARKER).is_file():
+            raise FileNotFoundError(f"{out}: the previous run saved no checkpoint to resume from; start it again "
+                                    "with --overwrite")
+        return True
+    return False
 
 
 def _clear_dir(directory: Path) -> None:
@@ -320,13 +325,21 @@ def run_finetune(settings: FinetuneSettings, dist: DistInfo | None = None) -> di
         example counts and whether early stopping ended the run.
     """
     dist = dist or DistInfo.single()
-    _check_out_dir(settings)  # before the lock file goes into a folder this run may not use
+    if _check_out_dir(settings):  # before the lock file goes into a folder this run may not use
+        return _finished_run(settings)
     with checkpointing.RunLock(settings.out, enabled=dist.is_main):
         return _run_finetune(settings, dist)
 
 
+def _finished_run(settings: FinetuneSettings) -> dict[str, Any]:
+    """What resuming a run that already finished returns: nothing is trained and nothing is written."""
+    log.warning("%s: the run already finished; nothing to resume (--overwrite starts it again)", settings.out)
+    return {"task": settings.task, "already_finished": True, "out": str(settings.out)}
+
+
 def _run_finetune(settings: FinetuneSettings, dist: DistInfo) -> dict[str, Any]:
-    _check_out_dir(settings)  # again, now that no other process can change the folder
+    if _check_out_dir(settings):  # again, now that no other process can change the folder
+        return _finished_run(settings)
     barrier(dist)  # every rank has looked before rank 0 writes
     tokenizer = Tokenizer.from_pretrained(settings.model)
     _check_tokenizer(tokenizer, BertConfig.from_json_file(settings.model / "config.json"), settings.model)
