@@ -267,7 +267,7 @@ class Tokenizer:
         paths = check_training_files(files)
         if not any(line.strip() for line in utf8_lines(paths)):  # stops at the first line of text
             shown = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-            raise ValueError(f"{shown}: no text to learn a vocabulary from")
+            raise ValueError(f"no text to train on in {shown}")
         size = scheme.default_vocab_size if vocab_size is None else vocab_size
         return scheme._train(paths, vocab_size=size, min_frequency=min_frequency, lowercase=lowercase,
                              strip_accents=strip_accents)
