@@ -40,8 +40,8 @@ import torch
 
 from bertkit.cli import main as bertkit
 from bertkit.data.shards import ShardSet
+from bertkit.recipes.pretrain import PretrainSettings, make_sources
 from bertkit.train.distributed import DistInfo
-from bertkit.train.pretrain import PretrainSettings, make_sources
 from common import SHARED_DATA, machine
 
 # Full run: sized for 15-23 minutes on 2 CPU cores. Measured at batch 32 x 64 (about 1,700 real tokens), one

@@ -45,19 +45,13 @@ import torch
 import transformers
 
 from bertkit import Tokenizer
-from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches
-from bertkit.data.tasks.readers import read_squad
-from bertkit.finetune import (
-    FINETUNE_ADAM_EPS,
-    FinetuneSettings,
-    build_task_model,
-    evaluate_model,
-    infer,
-    run_finetune,
-)
+from bertkit.recipes.finetune import FINETUNE_ADAM_EPS, FinetuneSettings, evaluate_model, run_finetune
+from bertkit.tasks import families
+from bertkit.tasks.batches import TaskBatches
+from bertkit.tasks.metrics import entity_scores
+from bertkit.tasks.models import build_task_model, run_on_features
+from bertkit.tasks.readers import read_squad
 from bertkit.train.logging import read_metrics
-from bertkit.train.metrics import entity_scores
 from bertkit.train.optim import build_optimizer, lr_factor
 from common import SHARED_DATA, machine, minilm_dir
 
@@ -151,7 +145,7 @@ def reference_run(settings: FinetuneSettings, folder: Path) -> dict:
         step, index = step + 1, index + 1
     train_s = time.perf_counter() - start
     model.eval()
-    outputs, _ = infer(model, dev_features, batch_size=settings.eval_batch_size, pad_id=tokenizer.pad_id)
+    outputs, _ = run_on_features(model, dev_features, batch_size=settings.eval_batch_size, pad_id=tokenizer.pad_id)
     result = families.score(spec, dev, dev_features, outputs)
     seconds = time.perf_counter() - start
     return {"dev": result, "seconds": seconds, "train_seconds": train_s, "steps": step,

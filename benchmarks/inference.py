@@ -9,7 +9,7 @@ tokens/s counts real (non-pad) tokens, and the ratios are printed at the end.
              tensors for every backend)
   sorted     forward only, on bertkit's own length-sorted batches, in the same order for every backend
   1 stream   bertkit one batch at a time on all threads, as the other backends run; without it bertkit runs
-             two batches at once, one thread each (its default, :mod:`bertkit.infer.streams`)
+             two batches at once, one thread each (its default, :mod:`bertkit.infer.parallel_batches`)
   2 streams  onnxruntime given bertkit's schedule: two runs in flight on a one-thread session
 
 Then: the cosine of each int8 sentence embedding to its fp32 one, and single-request latency (one 16-token
@@ -32,13 +32,13 @@ import torch
 import transformers
 
 from bertkit import BertModel, Tokenizer
-from bertkit.infer.batching import length_sorted_batches
-from bertkit.infer.encode import embed_texts
-from bertkit.infer.graph import TorchBackend
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.embed import embed_texts
 from bertkit.infer.onnx_backend import OnnxBackend
 from bertkit.infer.onnx_export import export_onnx, quantize_onnx
+from bertkit.infer.parallel_batches import run_batches, streams_for
 from bertkit.infer.quantize import calibration_batch, quantize_int8
-from bertkit.infer.streams import run_batches, streams_for
+from bertkit.infer.torch_backend import TorchBackend
 from common import interleaved_medians, machine, matmul_gflops, minilm_dir, mixed_sentences
 
 

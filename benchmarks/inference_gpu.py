@@ -28,7 +28,7 @@ import transformers
 
 from bertkit import BertConfig, BertModel, Tokenizer
 from bertkit.config import DTYPES
-from bertkit.infer.encode import pool
+from bertkit.infer.embed import pool
 from bertkit.infer.predictor import Predictor
 from common import interleaved_medians, minilm_dir, mixed_sentences
 

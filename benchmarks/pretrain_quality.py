@@ -31,7 +31,8 @@ import torch
 import transformers
 
 from bertkit.cli import main as bertkit
-from bertkit.data.pretraining import IGNORE_INDEX, mask_tokens
+from bertkit.config import IGNORE
+from bertkit.data.pretraining import mask_tokens
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.optim import lr_factor_at
 from common import SHARED_DATA, machine
@@ -40,11 +41,12 @@ BLOCK = 128
 MINI = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
 
 
-def books(heldout: int) -> tuple[list[str], list[str]]:
+def books(heldout: int, limit: int | None) -> tuple[list[str], list[str]]:
+    """(training books, held-out books): the last ``heldout`` are held out; ``limit`` caps the training books."""
     found = sorted(str(p) for p in (SHARED_DATA / "corpus" / "gutenberg_set_a").glob("*.txt"))
     if len(found) <= heldout:
         raise SystemExit(f"{SHARED_DATA / 'corpus'}: need more than {heldout} gutenberg_set_a books")
-    return found[:-heldout], found[-heldout:]
+    return found[:-heldout][:limit], found[-heldout:]
 
 
 def blocks(files: list[str], tokenizer: Tokenizer, limit: int | None = None) -> torch.Tensor:
@@ -69,8 +71,8 @@ def score(model_dir: str, heldout: torch.Tensor, tokenizer: Tokenizer) -> dict[s
     with torch.no_grad():
         for start in range(0, len(ids), 64):
             x, y = torch.from_numpy(ids[start:start + 64]), torch.from_numpy(labels[start:start + 64])
-            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[y != IGNORE_INDEX]
-            targets = y[y != IGNORE_INDEX]
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[y != IGNORE]
+            targets = y[y != IGNORE]
             loss_sum += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
             correct += (logits.argmax(-1) == targets).sum().item()
             count += targets.numel()
@@ -123,6 +125,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 10.0, 20.0])
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--heldout-books", type=int, default=2)
+    parser.add_argument("--max-books", type=int, help="train on the first N books only (quick checks)")
     parser.add_argument("--heldout-blocks", type=int, default=1000)
     parser.add_argument("--hf-lr", type=float, default=1e-3)
     parser.add_argument("--hf-batch-size", type=int, default=64)
@@ -132,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work
-    train_files, heldout_files = books(args.heldout_books)
+    train_files, heldout_files = books(args.heldout_books, args.max_books)
     if not (work / "tok" / "vocab.txt").is_file():
         Tokenizer.train(train_files, vocab_size=args.vocab_size).save_pretrained(work / "tok")
     tokenizer = Tokenizer.from_pretrained(work / "tok")

@@ -36,14 +36,14 @@ from bertkit.data.pretraining import PretrainingBatches
 from bertkit.data.shards import ShardSet
 from bertkit.demo import python_docs_corpus, write_corpus
 from bertkit.model import BertForPreTraining
-from bertkit.tokenizer import Tokenizer
-from bertkit.train.pretrain import (
+from bertkit.recipes.pretrain import (
     EVAL_MASK_SEED,
     EVAL_MLM_PROB,
     PretrainingEvaluator,
     PretrainSettings,
     run_pretraining,
 )
+from bertkit.tokenizer import Tokenizer
 from common import SHARED_DATA, machine
 
 BASE = dict(preset="mini", lr=1e-3, batch_size=64, seq_len=128, warmup=0.05, dropout=0.0, objective="none",

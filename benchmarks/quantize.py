@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from bertkit import BertModel, Tokenizer
-from bertkit.infer.batching import length_sorted_batches
-from bertkit.infer.encode import pool
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.embed import pool
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
 from common import interleaved_medians, machine, minilm_dir, mixed_sentences
 

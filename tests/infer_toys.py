@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertkit import Tokenizer
-from bertkit.data.tasks.families import TaskSpec
-from bertkit.finetune import build_task_model
+from bertkit.tasks.families import TaskSpec
+from bertkit.tasks.models import build_task_model
 from finetune_toys import make_pretrained
 
 SPECS = {

@@ -8,7 +8,7 @@ import torch
 
 from bertkit import BertConfig, BertForPreTraining, BertModel, Tokenizer
 from bertkit.cli import main
-from bertkit.infer.encode import embed_texts
+from bertkit.infer.embed import embed_texts
 from pictures import assert_drawn_png
 
 

@@ -14,9 +14,7 @@ from bertkit import BertConfig, BertForPreTraining, BertModel
 from bertkit.cli import main
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
-from bertkit.tokenizer import Tokenizer
-from bertkit.train import checkpointing as ckpt
-from bertkit.train.distill import (
+from bertkit.recipes.distill import (
     DistillationEvaluator,
     Distiller,
     DistillSettings,
@@ -28,10 +26,12 @@ from bertkit.train.distill import (
     student_config,
     student_layer_map,
 )
+from bertkit.recipes.pretrain import PretrainSettings, make_sources
+from bertkit.tokenizer import Tokenizer
+from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo
 from bertkit.train.logging import read_metrics
 from bertkit.train.loop import TrainConfig, Trainer
-from bertkit.train.pretrain import PretrainSettings, make_sources
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 VOCAB = 1000

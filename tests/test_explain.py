@@ -13,7 +13,7 @@ import torch
 
 from bertkit import BertConfig, BertForPreTraining, BertModel
 from bertkit.cli import main
-from bertkit.infer.encode import fill_mask
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.inspect.explain import explain, format_table, page_data, write_page
 from bertkit.tokenizer import Tokenizer
 from finetune_toys import make_pretrained_variant

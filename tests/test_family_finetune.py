@@ -16,13 +16,14 @@ import pytest
 import torch
 import transformers
 
-from bertkit import finetune
 from bertkit.cli import main
 from bertkit.config import BertConfig
-from bertkit.data.tasks import families, qa, tagging
-from bertkit.data.tasks.batches import TaskBatches, model_inputs
-from bertkit.data.tasks.readers import Answer, QAExample, TaggingExample
-from bertkit.finetune import FinetuneSettings, evaluate_model, load_task_model, predict, run_finetune
+from bertkit.recipes import finetune
+from bertkit.recipes.finetune import FinetuneSettings, evaluate_model, predict, run_finetune
+from bertkit.tasks import families, qa, tagging
+from bertkit.tasks.batches import TaskBatches, model_inputs
+from bertkit.tasks.models import load_task_model, run_on_features
+from bertkit.tasks.readers import Answer, QAExample, TaggingExample
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.logging import read_metrics
 from finetune_toys import (
@@ -220,7 +221,7 @@ def test_a_model_without_token_types_gets_batches_without_them(pretrained, runs)
     assert "token_type_ids" not in batch and set(batch) == {"input_ids", "attention_mask", "labels"}
     with pytest.raises(ValueError, match="distilbert has no token types"):
         loaded.model(**TaskBatches(features, 8, seed=0).batch(0, 0))
-    outputs, loss = finetune.infer(loaded.model, features[:4], pad_id=loaded.tokenizer.pad_id)
+    outputs, loss = run_on_features(loaded.model, features[:4], pad_id=loaded.tokenizer.pad_id)
     assert len(outputs) == 4 and loss is not None
 
 

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from bertkit import Predictor, finetune
-from bertkit.finetune import FinetuneSettings, run_finetune
-from bertkit.infer.encode import embed_texts, fill_mask
+from bertkit import Predictor
+from bertkit.infer.embed import embed_texts
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
+from bertkit.recipes import finetune
+from bertkit.recipes.finetune import FinetuneSettings, run_finetune
 from bertkit.tokenizer import Tokenizer
 from finetune_toys import make_pretrained_variant, sentiment_rows, write_conll, write_squad, write_table
 

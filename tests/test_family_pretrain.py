@@ -16,9 +16,9 @@ from bertkit.data.corpus import iter_documents
 from bertkit.data.prepare import prepare
 from bertkit.data.pretraining import ARCH_OBJECTIVES, PretrainingBatches, make_sop_instances, pack_full_sentences
 from bertkit.data.shards import ShardError, ShardSet, write_manifest, write_shard
+from bertkit.recipes.pretrain import PretrainSettings, model_config, run_pretraining
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.logging import read_metrics
-from bertkit.train.pretrain import PretrainSettings, model_config, run_pretraining
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 CLS, SEP, PAD, MASK = 101, 102, 0, 103

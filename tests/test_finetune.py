@@ -15,11 +15,13 @@ import pytest
 import torch
 import transformers
 
-from bertkit import finetune as finetune_module
-from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches
-from bertkit.data.tasks.readers import TaskDataError
-from bertkit.finetune import FinetuneSettings, evaluate_model, infer, load_task_model, predict, run_finetune
+from bertkit.recipes import finetune as finetune_module
+from bertkit.recipes.finetune import FinetuneSettings, evaluate_model, predict, run_finetune
+from bertkit.tasks import families
+from bertkit.tasks.batches import TaskBatches
+from bertkit.tasks.models import load_task_model
+from bertkit.tasks.models import run_on_features as infer
+from bertkit.tasks.readers import TaskDataError
 from bertkit.train.logging import read_metrics
 from finetune_toys import (
     make_pretrained,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bertkit.train import metrics as m
+from bertkit.tasks import metrics as m
 
 
 def test_accuracy_counts_matches():

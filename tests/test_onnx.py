@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bertkit.cli import main
-from bertkit.infer.graph import TorchBackend
 from bertkit.infer.onnx_export import export_onnx, quantize_onnx
 from bertkit.infer.predictor import Predictor, load_model
+from bertkit.infer.torch_backend import TorchBackend
 from infer_toys import make_model_dirs
 
 

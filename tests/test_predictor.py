@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from bertkit.data.tasks.qa import decode_qa, encode_qa
-from bertkit.data.tasks.readers import QAExample
-from bertkit.infer.encode import embed_texts, fill_mask
+from bertkit.infer.embed import embed_texts
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.infer.predictor import Predictor
 from bertkit.infer.quantize import Int8FeedForward
 from bertkit.model import BertForPreTraining
+from bertkit.tasks.qa import decode_qa, encode_qa
+from bertkit.tasks.readers import QAExample
 from infer_toys import SPECS, make_model_dirs
 
 TEXTS = ["the film was good", "bad", "alice visited paris then rome and the plot was very nice", "",

@@ -10,10 +10,10 @@ import torch
 from bertkit import BertConfig, BertForPreTraining, BertModel
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardError, ShardSet
+from bertkit.recipes.pretrain import PretrainingEvaluator, PretrainSettings, make_sources, run_pretraining
 from bertkit.tokenizer import Tokenizer
 from bertkit.train.distributed import DistInfo
 from bertkit.train.logging import read_metrics
-from bertkit.train.pretrain import PretrainingEvaluator, PretrainSettings, make_sources, run_pretraining
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 

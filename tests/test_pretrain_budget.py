@@ -13,11 +13,7 @@ import torch
 from bertkit import BertConfig
 from bertkit.cli import main
 from bertkit.data.shards import ShardError, ShardSet
-from bertkit.tokenizer import Tokenizer
-from bertkit.train import loop
-from bertkit.train.distributed import DistInfo
-from bertkit.train.logging import read_metrics
-from bertkit.train.pretrain import (
+from bertkit.recipes.pretrain import (
     BUDGET_RECIPE,
     PAPER_RECIPE,
     PretrainSettings,
@@ -26,6 +22,10 @@ from bertkit.train.pretrain import (
     run_pretraining,
     set_dropout,
 )
+from bertkit.tokenizer import Tokenizer
+from bertkit.train import loop
+from bertkit.train.distributed import DistInfo
+from bertkit.train.logging import read_metrics
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 

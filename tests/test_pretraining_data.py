@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches, make_instances, mask_tokens
+from bertkit.config import IGNORE
+from bertkit.data.pretraining import PretrainingBatches, make_instances, mask_tokens
 from bertkit.data.shards import write_manifest, write_shard
 
 CLS, SEP, PAD, MASK = 101, 102, 0, 103
@@ -98,7 +99,7 @@ def test_mask_rates_80_10_10_and_specials_never_chosen():
     rng = np.random.default_rng(0)
     ids, special = _batch(rng)
     masked, labels = mask_tokens(ids, special, rng, VOCAB * 30, MASK, special_ids=SPECIALS)
-    chosen = labels != IGNORE_INDEX
+    chosen = labels != IGNORE
     assert not np.any(chosen & special)
     assert abs(chosen.sum() / (~special).sum() - 0.15) < 0.01
     assert np.array_equal(labels[chosen], ids[chosen]) and np.array_equal(masked[~chosen], ids[~chosen])
@@ -113,7 +114,7 @@ def test_mask_cap_respected_and_one_dimensional_input():
     rng = np.random.default_rng(0)
     ids, special = _batch(rng, rows=50)
     _, labels = mask_tokens(ids, special, rng, VOCAB, MASK, mlm_prob=0.5, max_predictions=7)
-    assert (labels != IGNORE_INDEX).sum(axis=1).max() == 7
+    assert (labels != IGNORE).sum(axis=1).max() == 7
     masked, labels = mask_tokens(ids[0], special[0], rng, VOCAB, MASK)
     assert masked.shape == labels.shape == ids[0].shape
 
@@ -123,7 +124,7 @@ def test_whole_word_masking_selects_complete_words():
     ids, special = _batch(rng, rows=500)
     starts = rng.random(ids.shape) < 0.6
     _, labels = mask_tokens(ids, special, rng, VOCAB, MASK, whole_word=True, word_starts=starts)
-    chosen = labels != IGNORE_INDEX
+    chosen = labels != IGNORE
     assert abs(chosen.sum() / (~special).sum() - 0.15) < 0.01
     word = np.cumsum(starts | special, axis=1)  # word number along each row
     for row in range(len(ids)):
@@ -140,7 +141,7 @@ def test_a_30_percent_masking_rate_is_honoured_by_tokens_and_whole_words(whole_w
     ids, special = _batch(rng, rows=500)
     starts = rng.random(ids.shape) < 0.6
     _, labels = mask_tokens(ids, special, rng, VOCAB, MASK, mlm_prob=0.3, whole_word=whole_word, word_starts=starts)
-    chosen = labels != IGNORE_INDEX
+    chosen = labels != IGNORE
     assert abs(chosen.sum() / (~special).sum() - 0.3) < 0.01
     if whole_word:  # a chosen word is chosen whole: no piece of it left unmasked
         word = np.cumsum(starts | special, axis=1)
@@ -181,9 +182,9 @@ def test_batches_shapes_types_and_labels(shard_dir):
         assert batch[key].shape == (b, t)
     assert batch["nsp_labels"].shape == (b,)
     pad = batch["attention_mask"] == 0
-    assert (batch["input_ids"][pad] == PAD).all() and (batch["mlm_labels"][pad] == IGNORE_INDEX).all()
+    assert (batch["input_ids"][pad] == PAD).all() and (batch["mlm_labels"][pad] == IGNORE).all()
     assert t == int(batch["attention_mask"].sum(1).max())
-    assert (batch["mlm_labels"] != IGNORE_INDEX).any()
+    assert (batch["mlm_labels"] != IGNORE).any()
 
 
 def test_batches_are_deterministic_and_epochs_reshuffle(shard_dir):

@@ -58,3 +58,13 @@ def test_a_damaged_real_model_is_read_or_refused(model_bytes, tmp_path, data):
         assert str(folder / "spiece.model") in str(err)
         return
     tokenizer.encode("Alice was beginning to get very tired")
+
+
+def test_a_damaged_normalisation_table_is_refused_by_name(model_bytes, tmp_path):
+    """The case the fuzzing found: a table the tokenizers library cannot parse raised its bare Exception."""
+    table = read_model(model_bytes, "spiece.model").precompiled_charsmap
+    damaged = bytearray(model_bytes)
+    damaged[model_bytes.find(table) + 3] = 0xFF  # the table's size header
+    (tmp_path / "spiece.model").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"spiece.model: not a SentencePiece model file \(.*Precompiled"):
+        Tokenizer.from_pretrained(tmp_path)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from bertkit.config import BertConfig
-from bertkit.data.tasks import classification as cls
-from bertkit.data.tasks import families, qa, tagging
-from bertkit.data.tasks.batches import TaskBatches, collate, model_inputs, sorted_batches
-from bertkit.data.tasks.readers import Answer, QAExample, TaggingExample, TextExample, read_glue
+from bertkit.tasks import classification as cls
+from bertkit.tasks import families, qa, tagging
+from bertkit.tasks.batches import TaskBatches, collate, model_inputs, sorted_batches
+from bertkit.tasks.readers import Answer, QAExample, TaggingExample, TextExample, read_glue
 from bertkit.tokenizer import Tokenizer
 
 TASKS = Path(__file__).resolve().parent / "fixtures" / "tasks"
@@ -70,9 +70,11 @@ def test_label_outside_the_list_names_the_line(tok):
         cls.encode_classification([TextExample("good", label="maybe", line=7)], tok, ["neg", "pos"])
 
 
-def test_predict_labels_maps_argmax_to_names_and_passes_regression_through():
-    assert cls.predict_labels(np.array([[0.1, 2.0], [3.0, -1.0]]), ["neg", "pos"]) == ["pos", "neg"]
-    assert cls.predict_labels(np.array([[4.5], [0.25]]), None) == [4.5, 0.25]
+def test_classify_logits_maps_argmax_to_names_and_passes_regression_through():
+    result = cls.classify_logits(np.array([0.1, 2.0]), ["neg", "pos"])
+    assert result.label == "pos" and result.score == result.probabilities["pos"] > 0.5
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-12)
+    assert cls.classify_logits(np.array([4.5]), None) == cls.Classification(None, 4.5, {})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,8 +345,8 @@ def test_sorted_batches_go_longest_first_and_return_original_indices():
 def test_real_squad_oracle_logits_recover_the_gold_answers(shared_data, minilm_dir):
     """With a real vocabulary, targets set by encode_qa decode back to the gold text; the rare misses are answers
     that end inside a word piece ("six" of "sixth"), which a span of whole tokens cannot express."""
-    from bertkit.data.tasks.readers import read_squad
-    from bertkit.train.metrics import squad_scores
+    from bertkit.tasks.metrics import squad_scores
+    from bertkit.tasks.readers import read_squad
 
     examples = read_squad(shared_data / "squad" / "train-v2.0.json.gz")[0][:3000:3]  # answerable and not
     features = qa.encode_qa(examples, Tokenizer.from_pretrained(minilm_dir))

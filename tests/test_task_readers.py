@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bertkit.data.tasks import readers as r
-from bertkit.data.tasks.readers import TaskDataError
+from bertkit.tasks import readers as r
+from bertkit.tasks.readers import TaskDataError
 
 TASKS = Path(__file__).resolve().parent / "fixtures" / "tasks"
 

@@ -1,7 +1,6 @@
 """bertkit: a complete, readable BERT system."""
 
 from bertkit.config import BertConfig
-from bertkit.finetune import TaskModel, load_task_model
 from bertkit.infer.predictor import Predictor
 from bertkit.model import (
     BertForPreTraining,
@@ -10,6 +9,7 @@ from bertkit.model import (
     BertForTokenClassification,
     BertModel,
 )
+from bertkit.tasks.models import TaskModel, load_task_model
 from bertkit.tokenizer import Encoding, Tokenizer
 
 __all__ = [

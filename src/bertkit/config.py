@@ -22,11 +22,17 @@ from typing import Any
 
 import torch
 
+from bertkit.variants import MODEL_TYPES, VARIANTS, Variant
+
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 # Compute precisions by the names every command and API takes (training autocasts to them, inference casts).
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("auto", *DTYPES)  # training's choices: "auto" is bf16 on a GPU that supports it, else fp32
+
+# The label of a position no loss counts (padding, unmasked tokens, a word's later sub-tokens): the value
+# cross_entropy skips by default, and the one every BERT library writes into its label tensors.
+IGNORE = -100
 
 # name: (layers, hidden, heads). Sizes from the BERT paper and the "well-read students" miniatures.
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -39,42 +45,7 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
-MODEL_TYPES = ("bert", "roberta", "distilbert", "albert")
-
-# What ``preset(name, arch=...)`` changes from BERT's defaults: the published settings of each variant.
-ARCH_PRESETS: dict[str, dict[str, Any]] = {
-    "bert": {},
-    "roberta": dict(
-        vocab_size=50265, pad_token_id=1, type_vocab_size=1, max_position_embeddings=514, layer_norm_eps=1e-5
-    ),
-    "distilbert": dict(type_vocab_size=0),  # and half the layers of the BERT preset of the same name
-    "albert": dict(vocab_size=30000, embedding_size=128, hidden_act="gelu_new"),
-}
-
-# Defaults of the reference config classes where they differ from BERT's: a config.json that leaves a
-# key out means these values, not ours.
-FILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bert": {},
-    "roberta": dict(vocab_size=50265, pad_token_id=1),
-    "distilbert": dict(num_hidden_layers=6),
-    "albert": dict(
-        vocab_size=30000, embedding_size=128, hidden_size=4096, num_attention_heads=64, intermediate_size=16384,
-        hidden_act="gelu_new", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    ),
-}
-
-# DistilBERT's config.json names for the shared fields (ours -> theirs).
-DISTILBERT_KEYS = {
-    "hidden_size": "dim",
-    "num_hidden_layers": "n_layers",
-    "num_attention_heads": "n_heads",
-    "intermediate_size": "hidden_dim",
-    "hidden_dropout_prob": "dropout",
-    "attention_probs_dropout_prob": "attention_dropout",
-    "hidden_act": "activation",
-}
-# Fields a DistilBERT config.json cannot express: fixed by the architecture.
-DISTILBERT_FIXED = {"type_vocab_size": 0, "layer_norm_eps": 1e-12}
+# Fields only a variant with shared layers (ALBERT) may set to other than "no factorisation, no sharing".
 ALBERT_FIELDS = ("embedding_size", "num_hidden_groups", "inner_group_num")
 
 
@@ -137,7 +108,7 @@ class BertConfig:
                 f"BertConfig: {self.model_type} positions start at {self.position_offset} (pad_token_id + 1) "
                 f"but max_position_embeddings is {self.max_position_embeddings}"
             )
-        if self.model_type == "albert":
+        if self.variant.shares_layers:
             for name in ALBERT_FIELDS:
                 value = getattr(self, name)
                 if value is not None and value <= 0:
@@ -148,17 +119,17 @@ class BertConfig:
                 f"BertConfig: embedding_size, num_hidden_groups and inner_group_num are ALBERT's; "
                 f"model_type {self.model_type!r} needs embedding_size = hidden_size and one group of one layer"
             )
-        if self.model_type == "distilbert":
-            for name, value in DISTILBERT_FIXED.items():
-                if getattr(self, name) != value:
-                    raise ConfigError(
-                        f"BertConfig: distilbert has {name} = {value} (its config.json cannot store another), "
-                        f"got {getattr(self, name)}"
-                    )
+        for name, value in self.variant.fixed_fields.items():
+            if getattr(self, name) != value:
+                raise ConfigError(
+                    f"BertConfig: {self.model_type} has {name} = {value} (its config.json cannot store another), "
+                    f"got {getattr(self, name)}"
+                )
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def variant(self) -> Variant:
+        """This model type's row of the variant table (:mod:`bertkit.variants`)."""
+        return VARIANTS[self.model_type]
 
     @property
     def embedding_dim(self) -> int:
@@ -168,7 +139,7 @@ class BertConfig:
     @property
     def position_offset(self) -> int:
         """First position id of a real token: RoBERTa skips the ids up to its padding index (pad + 1 = 2)."""
-        return self.pad_token_id + 1 if self.model_type == "roberta" else 0
+        return self.pad_token_id + 1 if self.variant.positions_after_padding else 0
 
     @property
     def max_sequence_length(self) -> int:
@@ -184,17 +155,17 @@ class BertConfig:
     @property
     def has_pooler(self) -> bool:
         """Whether the base model has the [CLS] pooler; DistilBERT's has none."""
-        return self.model_type != "distilbert"
+        return self.variant.has_pooler
 
     @property
     def sentence_task(self) -> str | None:
         """The pretraining sentence-level objective: next-sentence (BERT), sentence order (ALBERT), or none."""
-        return {"bert": "nsp", "albert": "sop"}.get(self.model_type)
+        return self.variant.sentence_task
 
     @property
     def num_distinct_layers(self) -> int:
         """Layers holding their own weights: every layer, except under ALBERT's sharing."""
-        if self.model_type == "albert":
+        if self.variant.shares_layers:
             return self.num_hidden_groups * self.inner_group_num
         return self.num_hidden_layers
 
@@ -206,7 +177,7 @@ class BertConfig:
         ``inner_group_num`` layers at each step, so it applies ``num_hidden_layers * inner_group_num``
         layers in all. Every other variant runs each layer once.
         """
-        if self.model_type != "albert":
+        if not self.variant.shares_layers:
             return tuple(range(self.num_hidden_layers))
         steps_per_group = self.num_hidden_layers / self.num_hidden_groups
         return tuple(
@@ -221,26 +192,13 @@ class BertConfig:
         ``task``: ``"sequence"`` (classifier), ``"token"`` (tagger), ``"span"`` (QA) or ``"sentence"``
         (NSP / SOP). Missing keys mean the reference's defaults.
         """
-        if task not in ("sequence", "token", "span", "sentence"):
-            raise ValueError(f"unknown head task {task!r}")
-        hidden = self.hidden_dropout_prob
-        if self.model_type == "distilbert":
-            table = {"sequence": self.extra.get("seq_classif_dropout", 0.2), "token": hidden,
-                     "span": self.extra.get("qa_dropout", 0.1), "sentence": 0.0}
-        elif self.model_type == "albert":
-            albert = self.extra.get("classifier_dropout_prob", 0.1)
-            table = {"sequence": albert, "token": albert, "span": 0.0, "sentence": albert}
-        else:
-            table = {"sequence": self.extra.get("classifier_dropout"), "token": self.extra.get("classifier_dropout"),
-                     "span": 0.0, "sentence": 0.0}
-        value = table[task]
-        return float(hidden if value is None else value)
+        return self.variant.head_dropout_rate(task, self.extra, self.hidden_dropout_prob)
 
     @classmethod
     def preset(cls, name: str, arch: str = "bert", **overrides: Any) -> BertConfig:
         """A paper-sized config: ``tiny``, ``mini``, ``small``, ``medium``, ``base`` or ``large``.
 
-        ``arch`` adds the variant's published defaults (see ``ARCH_PRESETS``); DistilBERT keeps half the
+        ``arch`` adds the variant's published defaults (``Variant.presets``); DistilBERT keeps half the
         layers of the BERT size it is named after, as distilbert-base (6 layers) does of bert-base.
         """
         if name not in PRESETS:
@@ -251,13 +209,14 @@ class BertConfig:
             arch = overrides.pop("model_type")
         _check_model_type(arch, source="preset")
         layers, hidden, heads = PRESETS[name]
+        variant = VARIANTS[arch]
         values: dict[str, Any] = dict(
-            num_hidden_layers=max(1, layers // 2) if arch == "distilbert" else layers,
+            num_hidden_layers=max(1, layers // 2) if variant.halves_preset_layers else layers,
             hidden_size=hidden,
             num_attention_heads=heads,
             intermediate_size=4 * hidden,
             model_type=arch,
-            **ARCH_PRESETS[arch],
+            **variant.presets,
         )
         values.update(overrides)
         return cls(**values)
@@ -271,10 +230,10 @@ class BertConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> BertConfig:
         model_type = data.get("model_type", "bert")
         _check_model_type(model_type, source=source)
-        if model_type == "distilbert":
-            data = _from_distilbert_keys(data, source)
+        variant = VARIANTS[model_type]
+        data = _from_file_keys(data, variant, source)
         known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        values: dict[str, Any] = dict(FILE_DEFAULTS[model_type])
+        values: dict[str, Any] = dict(variant.file_defaults)
         extra: dict[str, Any] = {}
         for key, value in data.items():
             if key in known:
@@ -290,13 +249,12 @@ class BertConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config.json of this variant, in the key names its reference implementation reads."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
-        if self.model_type != "albert":
+        if not self.variant.shares_layers:
             for name in ALBERT_FIELDS:  # validated to mean "no factorisation, no sharing" for the others
                 del out[name]
-        if self.model_type == "distilbert":
-            for name in DISTILBERT_FIXED:
-                del out[name]
-            out = {DISTILBERT_KEYS.get(k, k): v for k, v in out.items()}
+        for name in self.variant.fixed_fields:
+            del out[name]
+        out = {self.variant.file_keys.get(k, k): v for k, v in out.items()}
         return {**self.extra, **out}
 
     @classmethod
@@ -321,17 +279,18 @@ def _check_model_type(model_type: Any, source: str) -> None:
         raise ConfigError(f"{source}: model_type {model_type!r} is not supported; expected one of {MODEL_TYPES}")
 
 
-def _from_distilbert_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """DistilBERT's key names -> ours; a file giving both spellings of one field is refused."""
+def _from_file_keys(data: dict[str, Any], variant: Variant, source: str) -> dict[str, Any]:
+    """The variant's key names (DistilBERT's ``dim`` ...) -> ours; a file giving both spellings of one field is
+    refused, and so is a value for a field the variant fixes."""
     out = dict(data)
-    for ours, theirs in DISTILBERT_KEYS.items():
+    for ours, theirs in variant.file_keys.items():
         if theirs in out:
             if ours in out and out[ours] != out[theirs]:
                 raise ConfigError(f"{source}: {theirs!r} = {out[theirs]!r} but {ours!r} = {out[ours]!r}")
             out[ours] = out.pop(theirs)
-    for name, value in DISTILBERT_FIXED.items():
+    for name, value in variant.fixed_fields.items():
         if out.get(name, value) != value:
-            raise ConfigError(f"{source}: distilbert has {name} = {value}, got {out[name]!r}")
+            raise ConfigError(f"{source}: {variant.model_type} has {name} = {value}, got {out[name]!r}")
         out[name] = value
     return out
 

@@ -6,10 +6,11 @@ of the standard library's modules, classes and functions (read from the source w
 the same Python version. Each module and each topic is one document, written blank-line separated to
 ``corpus.txt``.
 
-The recipe is the studied budget recipe of ``bertkit pretrain --max-minutes`` (:data:`BUDGET_RECIPE`: masked-LM
-alone on packed full sentences, no dropout, a high peak learning rate), run for a fixed number of steps rather than a
-time budget so that every run of the demo gives the same model; the step count is sized to finish the whole command
-within five minutes on two quiet CPU cores (see benchmarks/RESULTS.md, "Pretraining recipe").
+The recipe is that of ``bertkit pretrain --max-minutes`` (:data:`BUDGET_RECIPE`: masked-LM alone, here on packed
+full sentences, no dropout) on a tiny model with its own peak learning rate and batch, run for a fixed number of steps
+rather than a time budget so that every run of the demo gives the same model; the step count is sized, from CPU
+seconds per step, to finish the whole command within five minutes on two quiet CPU cores (see benchmarks/RESULTS.md,
+"The demo").
 
 The demo folder (``demo.json`` marks it as one, so a rerun may replace it and nothing else is ever replaced)::
 
@@ -37,17 +38,19 @@ from bertkit.data.corpus import text_files
 from bertkit.data.prepare import prepare
 from bertkit.data.shards import ShardSet
 from bertkit.files import write_text
-from bertkit.infer.encode import fill_mask
+from bertkit.infer.fill_mask import fill_mask
 from bertkit.model import BertForPreTraining
+from bertkit.recipes.pretrain import BUDGET_RECIPE, PretrainSettings, build_model, run_pretraining
 from bertkit.tokenizer import Tokenizer
-from bertkit.train.pretrain import BUDGET_RECIPE, PretrainSettings, build_model, run_pretraining
 
 MARKER = "demo.json"
+# Phrasings the built-in corpus uses again and again ("number of bytes", "return true if the object", "does not
+# exist"), so that it can answer them.
 SENTENCES = (
+    "return the number of [MASK] read from the file.",
     "the function returns a [MASK] of the arguments.",
     "if the file does not [MASK], an exception is raised.",
-    "the default value is [MASK].",
-    "return the number of [MASK] in the list.",
+    "return true if the [MASK] is an instance of the class.",
 )
 # Parts of the standard library that are tests, demos or vendored code rather than documentation.
 _SKIP_DIRS = {"test", "tests", "idlelib", "turtledemo", "lib2to3", "ensurepip", "site-packages", "dist-packages",
@@ -126,7 +129,7 @@ def _claim_folder(out: Path, settings: DemoSettings) -> None:
                                   "overwrite it; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"settings": asdict(settings)}, indent=2) + "\n", encoding="utf-8")
+    write_text(out / MARKER, json.dumps({"settings": asdict(settings)}, indent=2) + "\n")
 
 
 def _predictions(model: BertForPreTraining, tokenizer: Tokenizer, sentences: tuple[str, ...]) -> list[list[str]]:
@@ -165,7 +168,7 @@ def run_demo(settings: DemoSettings, echo: Callable[[str], None] = print) -> dic
     after = _predictions(BertForPreTraining.from_pretrained(out), tokenizer, settings.sentences)
     _report(echo, settings, summary, before, after, out)
     result = {"settings": asdict(settings), "summary": summary, "before": before, "after": after}
-    (out / MARKER).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_text(out / MARKER, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -26,6 +26,7 @@ from bertkit.config import BertConfig
 
 log = logging.getLogger("bertkit")
 T = TypeVar("T", bound="PretrainedMixin")
+M = TypeVar("M", bound=torch.nn.Module)
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -80,6 +81,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
 
 
+def load_weights(model: M, directory: Path, *, strict: bool = True,
+                 state: dict[str, torch.Tensor] | None = None) -> M:
+    """Fill ``model`` with the weights of the checkpoint folder ``directory`` and return it.
+
+    Standard names are mapped to ours with the checks of :func:`load_standard_state`; what was loaded and what
+    was left fresh is kept in ``model.load_report``. ``state``: the folder's tensors when already read.
+    """
+    weights = find_weights(directory)
+    state = read_state_dict(weights) if state is None else state
+    model.load_report = load_standard_state(model, state, strict, source=str(weights))
+    return model
+
+
 class PretrainedMixin:
     """``from_pretrained`` / ``save_pretrained`` for every bertkit model class.
 
@@ -95,11 +109,9 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls: type[T], path: str | os.PathLike, strict: bool = True, **kwargs: Any) -> T:
         directory = Path(path)
-        weights = find_weights(directory)
+        find_weights(directory)  # a missing folder or weight file is named before the config is read
         config = BertConfig.from_json_file(directory / "config.json")
-        model = cls(config, **kwargs)  # type: ignore[call-arg]
-        model.load_report = load_standard_state(model, read_state_dict(weights), strict, source=str(weights))
-        return model
+        return load_weights(cls(config, **kwargs), directory, strict=strict)  # type: ignore[call-arg]
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         directory = Path(path)
@@ -109,10 +121,6 @@ class PretrainedMixin:
         weights = directory / "model.safetensors"
         files.atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
         files.write_text(directory / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-# Each variant's class-name prefix in the reference implementation.
-CLASS_PREFIXES = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "albert": "Albert"}
 
 
 def standard_architecture(class_name: str, config: BertConfig) -> str:
@@ -125,7 +133,7 @@ def standard_architecture(class_name: str, config: BertConfig) -> str:
     suffix = class_name.removeprefix("Bert")
     if suffix == "ForPreTraining" and config.sentence_task is None:
         suffix = "ForMaskedLM"
-    return CLASS_PREFIXES[config.model_type] + suffix
+    return config.variant.class_prefix + suffix
 
 
 def _is_encoder_only(model: torch.nn.Module) -> bool:

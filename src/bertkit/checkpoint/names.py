@@ -197,7 +197,7 @@ def to_standard(ours: str, config: BertConfig, pooled_classifier: bool = False) 
 
 def _layer_path(index: int, config: BertConfig) -> str:
     """Our flat layer index -> its number in the variant's layout (ALBERT: group, then place in group)."""
-    if config.model_type == "albert":
+    if config.variant.shares_layers:
         group, inner = divmod(index, config.inner_group_num)
         return f"{group}.albert_layers.{inner}"
     return str(index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -76,3 +77,58 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------------------------------ training flags
+# Every recipe's command takes every shared training setting (bertkit.recipes.training), under these flags.
+TRAINING_FLAGS: dict[str, dict[str, Any]] = {
+    "max_steps": dict(type=int, help="optimizer steps"),
+    "batch_size": dict(type=int, help="sequences per micro-batch per process"),
+    "grad_accum": dict(type=int, help="micro-batches per optimizer step"),
+    "lr": dict(type=float, help="peak learning rate"),
+    "warmup_ratio": dict(type=float, help="share of the steps that warm the learning rate up"),
+    "optimizer": dict(choices=("adamw", "lamb"), help="adamw or lamb"),
+    "weight_decay": dict(type=float, help="decoupled weight decay"),
+    "max_grad_norm": dict(type=float, help="clip the gradient norm to this (0: no clipping)"),
+    "precision": dict(help="auto: bf16 on a GPU, fp32 on CPU"),
+    "seed": dict(type=int, help="seed of the initial weights and the batch order"),
+    "log_every": dict(type=int, help="log the training loss every N steps"),
+    "eval_every": dict(type=int, help="evaluate every N steps (0: only at the end)"),
+    "save_every": dict(type=int, help="checkpoint every N steps (0: none)"),
+    "keep_last": dict(type=int, help="checkpoints kept"),
+    "eval_batch_size": dict(type=int, help="sequences per evaluation batch"),
+    "resume": dict(action="store_true", help="continue the run in --out from its last checkpoint"),
+    "progress": dict(action="store_false", help="no progress bar"),
+    "compile": dict(action="store_true", help="torch.compile the model"),
+}
+
+
+def add_training_flags(p: argparse.ArgumentParser, settings_class: type, *, help: dict[str, str] | None = None,
+                       aliases: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Add every shared training flag to ``p``, with the defaults of the recipe's settings dataclass.
+
+    ``help`` replaces a flag's help where the recipe says more (its own default rule); ``aliases`` adds older
+    spellings that keep working (``--steps`` for ``--max-steps``).
+    """
+    from bertkit.config import PRECISIONS
+    from bertkit.recipes.training import TRAINING_FIELDS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(settings_class)}
+    for name in TRAINING_FIELDS:
+        spec = dict(TRAINING_FLAGS[name])
+        text = (help or {}).get(name) or spec.pop("help")
+        spec.pop("help", None)
+        if name == "precision":
+            spec["choices"] = PRECISIONS
+        flag = "--no-progress" if name == "progress" else "--" + name.replace("_", "-")
+        shown = "" if spec.get("action") or defaults[name] is None or (help or {}).get(name) else \
+            f" (default {defaults[name]})"
+        p.add_argument(flag, *(aliases or {}).get(name, ()), dest=name, default=defaults[name], help=text + shown,
+                       **spec)
+
+
+def training_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared training settings as parsed, for the recipe's settings dataclass."""
+    from bertkit.recipes.training import TRAINING_FIELDS
+
+    return {name: getattr(args, name) for name in TRAINING_FIELDS}

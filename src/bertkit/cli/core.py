@@ -88,10 +88,10 @@ def _check_config_fits(path: Path, config: BertConfig, state: dict, weights: Pat
 
 def _variant_info(config: BertConfig) -> dict[str, Any]:
     """What sets a variant apart from BERT: ALBERT's embedding width and layer sharing, RoBERTa's first position."""
-    if config.model_type == "albert":
+    if config.variant.shares_layers:
         return {"embedding_size": config.embedding_dim, "num_hidden_groups": config.num_hidden_groups,
                 "inner_group_num": config.inner_group_num, "distinct_layers": config.num_distinct_layers}
-    if config.model_type == "roberta":
+    if config.variant.positions_after_padding:
         return {"position_offset": config.position_offset}
     return {}
 
@@ -116,7 +116,7 @@ def _load_tokenizer(directory: str):
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    from bertkit.infer.encode import fill_mask
+    from bertkit.infer.fill_mask import fill_mask
     from bertkit.model import BertForPreTraining
 
     model = BertForPreTraining.from_pretrained(args.model).eval()
@@ -131,7 +131,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from bertkit.infer.encode import embed_texts
+    from bertkit.infer.embed import embed_texts
     from bertkit.model import BertModel
 
     texts = _read_lines(args.input)

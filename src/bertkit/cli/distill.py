@@ -9,28 +9,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bertkit.cli.common import run_distributed
-from bertkit.config import PRECISIONS
+from bertkit.cli.common import add_training_flags, run_distributed, training_values
 
 
 def _settings(args: argparse.Namespace):
-    from bertkit.train.distill import DistillSettings
+    from bertkit.recipes.distill import DistillSettings
 
     return DistillSettings(
         teacher=args.teacher, shards=args.shards, out_dir=args.out, student_preset=args.student_preset,
-        arch=args.arch, student_layers=args.student_layers, tokenizer=args.tokenizer, max_steps=args.max_steps,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, optimizer=args.optimizer,
-        precision=args.precision, temperature=args.temperature, alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm,
-        alpha_cos=args.alpha_cos, whole_word=args.whole_word, seed=args.seed, log_every=args.log_every,
-        eval_every=args.eval_every, save_every=args.save_every, keep_last=args.keep_last,
-        eval_holdout=args.eval_holdout, eval_batch_size=args.eval_batch_size, resume=args.resume,
-        progress=not args.no_progress, plots=not args.no_plots,
+        arch=args.arch, student_layers=args.student_layers, tokenizer=args.tokenizer, temperature=args.temperature,
+        alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos, whole_word=args.whole_word,
+        mlm_prob=args.mlm_prob, eval_holdout=args.eval_holdout, plots=not args.no_plots, **training_values(args),
     )  # fmt: skip
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from bertkit.train.distill import run_distillation
+    from bertkit.recipes.distill import run_distillation
 
     summary, is_main = run_distributed(run_distillation, _settings(args))
     if is_main:
@@ -59,7 +53,7 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from bertkit.config import PRESETS
-    from bertkit.train.distill import ARCHS
+    from bertkit.recipes.distill import ARCHS, DistillSettings
 
     p = sub.add_parser("distill", help="distil a pretrained teacher into a shallower student (DistilBERT)")
     p.add_argument("--teacher", required=True, help="checkpoint folder with an MLM head, e.g. a pretrain run")
@@ -70,29 +64,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=list(ARCHS), default="distilbert", help="student architecture")
     p.add_argument("--student-layers", type=int, help="student depth (default: half the teacher's)")
     p.add_argument("--tokenizer", help="tokenizer folder (default: the teacher's, else the shard set's)")
-    p.add_argument("--max-steps", "--steps", dest="max_steps", type=int, default=10_000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch per process")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup-ratio", type=float, default=0.05)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-grad-norm", type=float, default=5.0)
-    p.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bf16 on a GPU, fp32 on CPU")
+    add_training_flags(p, DistillSettings, aliases={"max_steps": ("--steps",)})
     p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the soft targets")
     p.add_argument("--alpha-ce", type=float, default=5.0, help="weight of the soft-target (KL) loss")
     p.add_argument("--alpha-mlm", type=float, default=2.0, help="weight of the masked-LM loss")
     p.add_argument("--alpha-cos", type=float, default=1.0, help="weight of the hidden-state cosine loss")
-    p.add_argument("--whole-word", action="store_true", help="mask whole words")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=500, help="0: evaluate only at the end")
-    p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (0: none)")
-    p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept")
+    p.add_argument("--whole-word-mask", "--whole-word", dest="whole_word", action="store_true",
+                   help="mask whole words, all pieces of a word together")
+    p.add_argument("--mlm-prob", type=float, default=0.15, help="share of tokens masked (default 0.15)")
     p.add_argument("--eval-holdout", type=int, help="held-out instances (default 5%%, at most 1000; 0: none)")
-    p.add_argument("--eval-batch-size", type=int, default=64)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(handler=cmd_distill)

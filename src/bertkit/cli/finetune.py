@@ -13,10 +13,9 @@ import argparse
 import json
 import logging
 
-from bertkit.cli.common import UsageError
-from bertkit.config import PRECISIONS
-from bertkit.data.tasks.families import TASKS
-from bertkit.data.tasks.readers import GLUE_TASKS
+from bertkit.cli.common import UsageError, add_training_flags, training_values
+from bertkit.tasks.families import TASKS
+from bertkit.tasks.readers import GLUE_TASKS
 
 log = logging.getLogger("bertkit")
 
@@ -43,7 +42,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from bertkit.finetune import FinetuneSettings, run_finetune
+    from bertkit.recipes.finetune import FinetuneSettings, run_finetune
 
     if args.glue is None and (args.task is None or args.train is None):
         raise UsageError("give --task and --train, or --glue NAME with --data-dir (or --train)")
@@ -52,19 +51,17 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     settings = FinetuneSettings(
         model=args.model, out=args.out, task=args.task, train=args.train, dev=args.dev, glue=args.glue,
         data_dir=args.data_dir, text_column=args.text_column, pair_column=args.pair_column,
-        label_column=args.label_column, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, max_seq_len=args.max_seq_len, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed, eval_every=args.eval_every,
+        label_column=args.label_column, epochs=args.epochs, max_seq_len=args.max_seq_len, dropout=args.dropout,
         patience=args.patience, doc_stride=args.doc_stride, max_query_len=args.max_query_len,
-        squad_v2=bool(args.squad_v2), null_threshold=args.null_threshold or 0.0, precision=args.precision,
-        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        squad_v2=bool(args.squad_v2), null_threshold=args.null_threshold or 0.0, overwrite=args.overwrite,
+        **training_values(args),
     )
     summary = run_finetune(settings)
     print(json.dumps(summary))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bertkit.finetune import evaluate_model, write_json
+    from bertkit.recipes.finetune import evaluate_model, write_json
 
     if args.data is None and (args.glue is None or args.data_dir is None):
         raise UsageError("give --data FILE, or --glue NAME with --data-dir DIR (evaluates its dev.tsv)")
@@ -76,13 +73,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from bertkit.finetune import predict
+    from bertkit.recipes.finetune import predict
 
     count = predict(args.model, args.input, args.output, batch_size=args.batch_size, **_overrides(args))
     print(f"wrote {args.output}: {count} predictions")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from bertkit.recipes.finetune import FinetuneSettings
+
     glue_names = sorted(GLUE_TASKS)
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on a classification, tagging or QA task")
     p.add_argument("--task", choices=TASKS, help="task family (implied by --glue)")
@@ -95,24 +94,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="with --glue: the folder holding train.tsv and dev.tsv")
     _add_column_flags(p, defaults=True)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, help="peak learning rate (default 3e-5; 5e-5 for qa)")
+    add_training_flags(p, FinetuneSettings, help={
+        "max_steps": "optimizer steps (overrides --epochs)",
+        "lr": "peak learning rate (default 3e-5; 5e-5 for qa)",
+        "eval_every": "evaluate on --dev every N steps (default: each epoch)",
+        "save_every": "checkpoint every N steps (default: at each evaluation; 0: none)",
+        "log_every": "log the training loss every N steps (default 50, or each epoch if shorter)",
+        "resume": "continue an interrupted run of the same task in --out",
+    })
     p.add_argument("--max-seq-len", type=int, help="tokens per sequence (default 128; 384 for qa)")
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--eval-every", type=int, help="evaluate on --dev every N steps (default: each epoch)")
     p.add_argument("--patience", type=int, help="stop after N evaluations without a better dev metric")
     p.add_argument("--doc-stride", type=int, default=128, help="qa: tokens between passage windows")
     p.add_argument("--max-query-len", type=int, default=64, help="qa: question tokens kept")
     _add_qa_flags(p)
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same task in --out")
     p.add_argument("--overwrite", action="store_true", help="delete a previous run of the same task in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="score a fine-tuned model on labelled data; prints one JSON object")

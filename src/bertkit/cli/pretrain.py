@@ -14,8 +14,7 @@ import argparse
 import math
 from pathlib import Path
 
-from bertkit.cli.common import UsageError, run_distributed
-from bertkit.config import PRECISIONS
+from bertkit.cli.common import UsageError, add_training_flags, run_distributed, training_values
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -34,7 +33,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from bertkit.train.pretrain import PretrainSettings
+    from bertkit.recipes.pretrain import PretrainSettings
 
     if args.init_from and (args.preset or args.config):
         raise UsageError("--init-from brings its own config; drop --preset / --config")
@@ -42,14 +41,10 @@ def _settings(args: argparse.Namespace):
         raise UsageError("--phase2-data and --phase2-steps go together")
     return PretrainSettings(
         data=args.data, out_dir=args.out, arch=args.arch, preset=args.preset or "base", config_file=args.config,
-        init_from=args.init_from, tokenizer=args.tokenizer, max_steps=args.max_steps, max_minutes=args.max_minutes,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_ratio=args.warmup_ratio,
-        optimizer=args.optimizer, precision=args.precision, whole_word=args.whole_word, mlm_prob=args.mlm_prob,
-        dropout=args.dropout, sentence_task=args.sentence_task, seed=args.seed, log_every=args.log_every,
-        eval_every=args.eval_every, save_every=args.save_every, keep_last=args.keep_last,
-        eval_holdout=args.eval_holdout, eval_batch_size=args.eval_batch_size, phase2_data=args.phase2_data,
-        phase2_steps=args.phase2_steps or 0, resume=args.resume, progress=not args.no_progress,
-        plots=not args.no_plots, compile=args.compile,
+        init_from=args.init_from, tokenizer=args.tokenizer, max_minutes=args.max_minutes, whole_word=args.whole_word,
+        mlm_prob=args.mlm_prob, dropout=args.dropout, sentence_task=args.sentence_task,
+        eval_holdout=args.eval_holdout, phase2_data=args.phase2_data, phase2_steps=args.phase2_steps or 0,
+        plots=not args.no_plots, **training_values(args),
     )  # fmt: skip
 
 
@@ -65,7 +60,7 @@ def _minutes(text: str) -> float:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from bertkit.train.pretrain import run_pretraining
+    from bertkit.recipes.pretrain import run_pretraining
 
     summary, is_main = run_distributed(run_pretraining, _settings(args))
     if is_main:
@@ -121,7 +116,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     from bertkit.config import PRESETS
     from bertkit.data.pretraining import ARCH_OBJECTIVES
-    from bertkit.train.pretrain import BUDGET_RECIPE, PAPER_RECIPE
+    from bertkit.recipes.pretrain import BUDGET_RECIPE, PAPER_RECIPE, PretrainSettings
 
     def defaults(name: str) -> str:
         return f"default {PAPER_RECIPE[name]}; with --max-minutes {BUDGET_RECIPE[name]}"
@@ -137,18 +132,15 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                                         "shards)")
     p.add_argument("--init-from", help="checkpoint folder to continue pretraining from")
     p.add_argument("--tokenizer", help="tokenizer folder (default: --init-from, else the shard set)")
-    p.add_argument("--max-steps", type=int,
-                   help="optimizer steps, both phases together (default 10000; with --max-minutes: no limit)")
     p.add_argument("--max-minutes", type=_minutes,
                    help="budget of training time (evaluation not counted): the schedule follows the budget, and "
                         "unset options take the studied budget recipe (see README)")
-    p.add_argument("--batch-size", type=int, help=f"sequences per micro-batch per process ({defaults('batch_size')})")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, help=f"peak learning rate ({defaults('lr')})")
-    p.add_argument("--warmup-ratio", type=float, help=f"warm-up share of the run ({defaults('warmup_ratio')})")
-    p.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bf16 on a GPU, fp32 on CPU")
+    add_training_flags(p, PretrainSettings, help={
+        "max_steps": "optimizer steps, both phases together (default 10000; with --max-minutes: no limit)",
+        "batch_size": f"sequences per micro-batch per process ({defaults('batch_size')})",
+        "lr": f"peak learning rate ({defaults('lr')})",
+        "warmup_ratio": f"warm-up share of the run ({defaults('warmup_ratio')})",
+    })
     p.add_argument("--whole-word-mask", "--whole-word", dest="whole_word", action="store_true", default=None,
                    help=f"mask whole words, all pieces of a word together ({defaults('whole_word')})")
     p.add_argument("--mlm-prob", type=float, help=f"share of tokens masked ({defaults('mlm_prob')})")
@@ -156,19 +148,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                                                  "config's); the saved config keeps its own rates")
     p.add_argument("--sentence-task", action=argparse.BooleanOptionalAction,
                    help=f"train the shards' sentence task (NSP / SOP) besides masked-LM ({defaults('sentence_task')})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=500, help="0: evaluate only at the end")
-    p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (0: none)")
-    p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept")
     p.add_argument("--eval-holdout", type=int, help="held-out instances (default 5%%, at most 1000; 0: none)")
-    p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--phase2-data", help="shard set for the last --phase2-steps steps (e.g. length 512)")
     p.add_argument("--phase2-steps", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.set_defaults(handler=cmd_pretrain)
 
 

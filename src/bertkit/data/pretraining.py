@@ -31,13 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bertkit.config import IGNORE
 from bertkit.data.shards import ShardSet
-
-IGNORE_INDEX = -100
+from bertkit.variants import VARIANTS
 
 # The sentence-level objective each architecture pretrains with; "none" is masked-LM alone. DistilBERT is mainly
 # trained by distillation (which reads shards of either kind); pretrained on its own it has no sentence task.
-ARCH_OBJECTIVES: dict[str, str] = {"bert": "nsp", "albert": "sop", "roberta": "none", "distilbert": "none"}
+ARCH_OBJECTIVES: dict[str, str] = {v.model_type: v.sentence_task or "none" for v in VARIANTS.values()}
 
 
 def objective_for(arch: str) -> str:
@@ -355,7 +355,7 @@ def mask_tokens(
         chosen = _choose_whole_words(special, np.atleast_2d(word_starts), k, rng)
     else:
         chosen = _choose_tokens(special, k, rng)
-    labels = np.where(chosen, ids2, IGNORE_INDEX)
+    labels = np.where(chosen, ids2, IGNORE)
     masked = ids2.copy()
     roll = rng.random(ids2.shape)
     masked[chosen & (roll < 0.8)] = mask_id
@@ -406,7 +406,7 @@ class PretrainingBatches:
         self.shards = shards if isinstance(shards, ShardSet) else ShardSet(shards)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.mlm_prob, self.whole_word, self.drop_last = mlm_prob, whole_word, drop_last
-        max_seq_len = self.shards.manifest["settings"]["max_seq_len"]
+        max_seq_len = self.shards.max_seq_len
         self.max_predictions = max_predictions or int(np.ceil(mlm_prob * max_seq_len))
         self.indices = np.arange(len(self.shards)) if indices is None else np.asarray(indices, dtype=np.int64)
         labelled = self.shards.objective != "none"

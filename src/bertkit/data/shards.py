@@ -177,6 +177,8 @@ class ShardSet:
         self.shard_dir = shard_dir
         self.manifest = read_manifest(shard_dir)
         self.objective: str = self.manifest.get("objective", "nsp")
+        self.max_seq_len: int = self.manifest["settings"]["max_seq_len"]
+        self.arch: str = self.manifest["settings"].get("arch", "bert")  # the architecture the set was prepared for
         if self.objective not in OBJECTIVES:
             raise ShardError(f"{os.path.join(shard_dir, MANIFEST)}: unknown objective {self.objective!r}; "
                              f"expected one of {', '.join(OBJECTIVES)}")

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import torch
 
-from bertkit.infer.graph import INPUT_NAMES
+from bertkit.infer.torch_backend import INPUT_NAMES
 
 
 class OnnxBackend:
-    """Runs an exported :class:`~bertkit.infer.graph.InferenceGraph` on onnxruntime's CPU provider.
+    """Runs an exported :class:`~bertkit.infer.torch_backend.InferenceGraph` on onnxruntime's CPU provider.
 
     threads: onnxruntime's intra-op thread count (None = its default, one per core).
     """

@@ -1,8 +1,8 @@
 """Export a model directory to ONNX, and quantise the exported graph to int8 with onnxruntime.
 
-The graph is :class:`~bertkit.infer.graph.InferenceGraph` (encoder + task head, named outputs), traced by
+The graph is :class:`~bertkit.infer.torch_backend.InferenceGraph` (encoder + task head, named outputs), traced by
 torch's TorchScript-based exporter with batch and sequence axes left dynamic. It is traced on a padded
-example, so the padding-skipping path of :mod:`bertkit.model.packing` (gather the real tokens, run the
+example, so the padding-skipping path of :mod:`bertkit.model.unpadding` (gather the real tokens, run the
 per-token layers on them, scatter back) is what the graph contains; a batch without padding runs the same
 graph with every token selected.
 
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from bertkit.files import atomic_write
-from bertkit.infer.graph import InferenceGraph
 from bertkit.infer.quantize import ALL_TARGETS, DEFAULT_RECIPE, Int8Recipe
+from bertkit.infer.torch_backend import InferenceGraph
 from bertkit.model import BertForSequenceClassification
 
 OPSET = 17

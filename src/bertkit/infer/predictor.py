@@ -1,6 +1,6 @@
 """Predictor: one object per model directory that answers whatever the model was trained to answer.
 
-A fine-tuned directory (its task family in config.json, see :mod:`bertkit.finetune`) answers its task:
+A fine-tuned directory (its task family in config.json, see :mod:`bertkit.recipes.finetune`) answers its task:
 ``classify`` (classify / pair / regress), ``tag`` or ``answer`` (qa). Every model gives ``embed``; a
 checkpoint with a masked-LM head also gives ``fill_mask``. ``capabilities`` lists what a directory supports.
 
@@ -14,6 +14,7 @@ graph (:mod:`bertkit.infer.onnx_export`).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import math
 import os
@@ -29,50 +30,32 @@ import torch
 from torch import nn
 
 from bertkit.checkpoint import names
-from bertkit.checkpoint.io import find_weights, load_standard_state, read_state_dict
+from bertkit.checkpoint.io import find_weights, load_weights, read_state_dict
 from bertkit.config import BertConfig
-from bertkit.data.tasks.families import TaskSpec, head_class
-from bertkit.data.tasks.qa import decode_qa, encode_qa
-from bertkit.data.tasks.readers import QAExample
-from bertkit.infer.batching import Row, length_sorted_batches, run_padded
-from bertkit.infer.encode import POOLINGS, MaskPrediction, pool
-from bertkit.infer.graph import TorchBackend
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.batching import Row, run_padded
+from bertkit.infer.embed import POOLINGS, pool
+from bertkit.infer.fill_mask import MaskPrediction
+from bertkit.infer.parallel_batches import check_streams, streams_for
 from bertkit.infer.quantize import DEFAULT_RECIPE, Int8Recipe, calibration_batch, quantize_int8
-from bertkit.infer.streams import check_streams, streams_for
+from bertkit.infer.torch_backend import TorchBackend
 from bertkit.model import BertForPreTraining, BertModel
+from bertkit.tasks.classification import Classification, classify_logits
+from bertkit.tasks.families import TaskSpec, head_class
+from bertkit.tasks.models import load_task_model
+from bertkit.tasks.qa import decode_qa, encode_qa
+from bertkit.tasks.readers import QAExample
+from bertkit.tasks.tagging import EntitySpan, entity_spans
 from bertkit.tokenizer import Encoding, Tokenizer
-from bertkit.train.metrics import get_entities
 
 log = logging.getLogger("bertkit")
 
 BACKENDS = ("torch", "onnx")
-TASK_CAPABILITY = {"classify": "classify", "pair": "classify", "regress": "classify", "tag": "tag", "qa": "answer"}
-
-
-@dataclass
-class Classification:
-    """label: the predicted class (None for regression); score: its probability, or the regression value."""
-
-    label: str | None
-    score: float
-    probabilities: dict[str, float]  # every class's probability; empty for regression
-    truncated: bool = False
-
-
-@dataclass
-class Entity:
-    """A tagged span: type, character span [start, end) in the input text, the text, mean tag probability."""
-
-    label: str
-    start: int
-    end: int
-    text: str
-    score: float
 
 
 @dataclass
 class Tagging:
-    entities: list[Entity]
+    entities: list[EntitySpan]  # each with its mean tag probability as score
     truncated: bool = False
 
 
@@ -110,17 +93,13 @@ def load_model(directory: Path) -> tuple[nn.Module, TaskSpec | None]:
     config = BertConfig.from_json_file(directory / "config.json")
     architecture = (config.extra.get("architectures") or [""])[0]
     if "bertkit" in config.extra or head_class(architecture) is not None:
-        from bertkit.finetune import load_task_model
-
         loaded = load_task_model(directory)
         return loaded.model, loaded.spec
-    weights = find_weights(directory)
-    state = read_state_dict(weights)
+    state = read_state_dict(find_weights(directory))
     mlm_root = names.layout(config).heads["mlm.dense"].rsplit(".", 1)[0] + "."  # "cls.predictions.transform." …
     has_mlm = any(names.normalise_standard(k).startswith(mlm_root) for k in state)
     model = BertForPreTraining(config) if has_mlm else BertModel(config)
-    model.load_report = load_standard_state(model, state, strict=True, source=str(weights))
-    return model.eval(), None
+    return load_weights(model, directory, state=state).eval(), None
 
 
 class Predictor:
@@ -132,7 +111,7 @@ class Predictor:
         quantize: None or "int8": dynamic int8 on the encoder linears chosen by ``recipe``.
         threads: intra-op threads (torch's setting is process-wide; onnxruntime's per session).
         streams: how many batches the torch backend runs at once on the CPU, each on ``threads / streams``
-            threads (:mod:`bertkit.infer.streams`); default 2 where there are 2 or more threads, else 1.
+            threads (:mod:`bertkit.infer.parallel_batches`); default 2 where there are 2 or more threads, else 1.
             A call that makes fewer than two batches per stream runs them one by one on all threads. GPU and
             onnxruntime run one batch at a time.
         batch_size, max_tokens: at most this many texts, and padded tokens, per forward.
@@ -206,7 +185,7 @@ class Predictor:
     @property
     def capabilities(self) -> tuple[str, ...]:
         """Methods this model supports, among classify, tag, answer, fill_mask, embed."""
-        found = [TASK_CAPABILITY[self.task]] if self.task else []
+        found = [self.spec.family.answers] if self.spec else []
         if isinstance(self.model, BertForPreTraining):
             found.append("fill_mask")
         return (*found, "embed")
@@ -257,8 +236,8 @@ class Predictor:
         """A label and class probabilities per text (or text pair); the value for regression models."""
         self._require("classify")
         texts = _check_texts(texts)
-        if (pairs is not None) != (self.task == "pair"):
-            need = "needs" if self.task == "pair" else "takes no"
+        if (pairs is not None) != self.spec.family.needs_pairs:
+            need = "needs" if self.spec.family.needs_pairs else "takes no"
             raise ValueError(f"{self.directory} was fine-tuned for task {self.task!r}: it {need} pairs")
         if pairs is not None:
             pairs = _check_texts(pairs, "pairs")
@@ -267,22 +246,14 @@ class Predictor:
         rows, truncated = self.encode_ids(texts, pairs)
         results: list[Classification] = [None] * len(texts)  # type: ignore[list-item]
         for indices, _, out in self._batches(rows):
-            for i, row in zip(indices, out["logits"].float().cpu(), strict=True):
-                results[i] = self._classification(row, truncated[i])
+            for i, row in zip(indices, out["logits"].float().cpu().numpy(), strict=True):
+                results[i] = dataclasses.replace(classify_logits(row, self.spec.labels), truncated=truncated[i])
         return results
-
-    def _classification(self, logits: torch.Tensor, truncated: bool) -> Classification:
-        if self.task == "regress":
-            return Classification(None, float(logits[0]), {}, truncated)
-        probs = logits.softmax(-1).tolist()
-        best = int(np.argmax(probs))
-        labels = self.spec.labels
-        return Classification(labels[best], probs[best], dict(zip(labels, probs, strict=True)), truncated)
 
     def tag(self, texts: Sequence[str]) -> list[Tagging]:
         """Entities with character spans into each text.
 
-        As in training (:mod:`bertkit.data.tasks.tagging`), a word is a whitespace-separated run and takes the
+        As in training (:mod:`bertkit.tasks.tagging`), a word is a whitespace-separated run and takes the
         tag predicted at its first sub-token; words cut off by truncation are tagged O.
         """
         self._require("tag")
@@ -338,7 +309,7 @@ class Predictor:
             selected = batch["input_ids"] == mask_id  # (B, T)
             with torch.inference_mode():
                 hidden = out["last_hidden_state"][selected.to(out["last_hidden_state"].device)]  # (M, H)
-                probs = self.model.mlm(hidden, self.model.bert.embeddings.token.weight).float().softmax(-1)
+                probs = self.model.lm_logits(hidden).float().softmax(-1)
                 values, ids = (t.cpu() for t in probs.topk(top_k, dim=-1))
             counts = selected.sum(1).tolist()
             ids, values = ids.split(counts), values.split(counts)
@@ -369,7 +340,7 @@ def _rows(encodings: Sequence[Encoding]) -> list[Row]:
     return [(e.ids, e.type_ids) for e in encodings]
 
 
-def _entities(text: str, encoding: Encoding, probs: np.ndarray, labels: Sequence[str]) -> list[Entity]:
+def _entities(text: str, encoding: Encoding, probs: np.ndarray, labels: Sequence[str]) -> list[EntitySpan]:
     """probs: (T, C) tag probabilities of the encoding's tokens -> entities over whitespace words of ``text``."""
     words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     starts = [start for start, _ in words]
@@ -384,8 +355,4 @@ def _entities(text: str, encoding: Encoding, probs: np.ndarray, labels: Sequence
         tagged.add(word)
         best = int(probs[position].argmax())
         tags[word], scores[word] = labels[best], float(probs[position, best])
-    entities = []
-    for label, first, last in get_entities(tags):
-        start, end = words[first][0], words[last][1]
-        entities.append(Entity(label, start, end, text[start:end], float(np.mean(scores[first:last + 1]))))
-    return entities
+    return entity_spans(text, words, tags, scores)

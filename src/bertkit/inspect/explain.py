@@ -142,7 +142,7 @@ def _mask_guesses(
     ids = torch.tensor(encoding.ids)
     masked = (ids == tokenizer.mask_id).nonzero().flatten().tolist()
     if masked:
-        logits = model.mlm(hidden[masked], model.bert.embeddings.token.weight)  # (M, V)
+        logits = model.lm_logits(hidden[masked])  # (M, V)
         return _top(tokenizer, logits, masked, encoding.tokens, top_k), "mask"
     positions = [i for i, s in enumerate(encoding.sequence_ids) if s is not None][:max_guesses]
     types = torch.tensor(encoding.type_ids) if model.config.has_token_types else None
@@ -152,7 +152,7 @@ def _mask_guesses(
         batch = ids.repeat(len(chunk), 1)  # (b, T): one copy per position, that position masked
         batch[torch.arange(len(chunk)), chunk] = tokenizer.mask_id
         states = model.bert(batch, None if types is None else types.expand_as(batch)).last_hidden_state  # (b, T, H)
-        rows.append(model.mlm(states[torch.arange(len(chunk)), chunk], model.bert.embeddings.token.weight))
+        rows.append(model.lm_logits(states[torch.arange(len(chunk)), chunk]))
     logits = torch.cat(rows) if rows else hidden.new_zeros(0, model.config.vocab_size)
     return _top(tokenizer, logits, positions, encoding.tokens, top_k), "each"
 

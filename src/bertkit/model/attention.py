@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertkit.config import BertConfig
-from bertkit.model.packing import Packing
+from bertkit.model.unpadding import Packing
 
 
 class SelfAttention(nn.Module):

@@ -11,7 +11,9 @@ from bertkit.checkpoint.io import PretrainedMixin
 from bertkit.config import BertConfig
 from bertkit.model.embeddings import Embeddings
 from bertkit.model.layer import EncoderLayer, init_weights
-from bertkit.model.packing import Packing
+from bertkit.model.unpadding import Packing
+
+POOLER_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 @dataclass
@@ -40,8 +42,8 @@ class BertModel(PretrainedMixin, nn.Module):
         self.schedule = config.layer_schedule
         add_pooler = config.has_pooler if add_pooler is None else add_pooler
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooler else None
-        self.pooler_act = torch.relu if config.model_type == "distilbert" else torch.tanh
-        self.pooler_drop = nn.Dropout(config.head_dropout("sequence")) if config.model_type == "roberta" else None
+        self.pooler_act = POOLER_ACTIVATIONS[config.variant.pooler_activation]
+        self.pooler_drop = nn.Dropout(config.head_dropout("sequence")) if config.variant.pooler_dropout else None
         self.apply(lambda m: init_weights(m, config.initializer_range))
         if config.extra.get("sinusoidal_pos_embds"):
             self.embeddings.use_sinusoids()
@@ -56,7 +58,7 @@ class BertModel(PretrainedMixin, nn.Module):
     ) -> BertOutput:
         """input_ids, token_type_ids, attention_mask: (B, T).
 
-        With padding, the layers run on the real tokens only (see :mod:`bertkit.model.packing`) and the
+        With padding, the layers run on the real tokens only (see :mod:`bertkit.model.unpadding`) and the
         returned hidden states are zero at padded positions.
         """
         packing = Packing.from_attention_mask(attention_mask)

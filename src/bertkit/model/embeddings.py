@@ -32,7 +32,7 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.drop = nn.Dropout(config.hidden_dropout_prob)
         # ALBERT's E -> H mapping (present even when E == H, as in its checkpoints).
-        self.project = nn.Linear(dim, config.hidden_size) if config.model_type == "albert" else None
+        self.project = nn.Linear(dim, config.hidden_size) if config.variant.shares_layers else None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids -> (B, T, H)."""

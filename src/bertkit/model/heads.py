@@ -15,11 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertkit.checkpoint.io import PretrainedMixin
-from bertkit.config import BertConfig
+from bertkit.config import IGNORE, BertConfig
 from bertkit.model.bert import BertModel
 from bertkit.model.layer import ACTIVATIONS, init_weights
-
-IGNORE = -100
 
 
 @dataclass
@@ -54,7 +52,7 @@ class MaskedLMHead(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.embedding_dim)
-        self.act = ACTIVATIONS["gelu" if config.model_type == "roberta" else config.hidden_act]
+        self.act = ACTIVATIONS[config.variant.lm_activation or config.hidden_act]
         self.norm = nn.LayerNorm(config.embedding_dim, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
@@ -102,12 +100,21 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
         if mlm_labels is not None:
             selected = mlm_labels != IGNORE
             hidden, targets = hidden[selected], mlm_labels[selected]  # (N, H), (N,)
-        mlm_logits = self.mlm(hidden, self.bert.embeddings.token.weight)
+        mlm_logits = self.lm_logits(hidden)
         nsp_logits = self.nsp(self.nsp_drop(out.pooler_output)) if self.nsp is not None else None
         mlm_loss = F.cross_entropy(mlm_logits.float(), targets) if mlm_labels is not None else None
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels) if nsp_labels is not None else None
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         return PreTrainingOutput(mlm_logits, nsp_logits, sum(losses) if losses else None, mlm_loss, nsp_loss)
+
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) hidden states -> (..., V) vocabulary logits through the MLM head, tied to the token embeddings.
+
+        Pass only the positions that need a prediction (the masked ones): the vocabulary projection is the largest
+        matmul of the model.
+        """
+        return self.mlm(hidden, self.bert.embeddings.token.weight)
 
 
 def _num_labels(config: BertConfig, num_labels: int | None) -> int:

@@ -8,7 +8,7 @@ from torch import nn
 
 from bertkit.config import BertConfig
 from bertkit.model.attention import SelfAttention
-from bertkit.model.packing import Packing
+from bertkit.model.unpadding import Packing
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:

@@ -385,8 +385,9 @@ def _add_routes(router: APIRouter, predictor: Predictor, settings: ServeSettings
     async def classify(request: Request, body: ClassifyRequest) -> dict[str, Any]:
         """Label and class probabilities per text (or text pair); the value for regression models."""
         _check(settings, {"texts": body.texts, **({"pairs": body.pairs} if body.pairs else {})})
-        if (body.pairs is not None) != (predictor.task == "pair"):
-            need = "needs" if predictor.task == "pair" else "takes no"
+        needs_pairs = predictor.spec.family.needs_pairs
+        if (body.pairs is not None) != needs_pairs:
+            need = "needs" if needs_pairs else "takes no"
             raise _ApiError(422, f"this model was fine-tuned for task {predictor.task!r}: it {need} 'pairs'")
         pairs = body.pairs or [None] * len(body.texts)
         return await run(request, ("classify",), list(zip(body.texts, pairs, strict=True)))

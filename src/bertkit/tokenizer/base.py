@@ -19,15 +19,15 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import numpy as np
 from tokenizers import Tokenizer as RustTokenizer
 
+from bertkit.variants import VARIANTS, class_variant
+
 CONFIG_FILE = "tokenizer_config.json"
 Truncation = bool | Literal["longest_first", "only_first", "only_second"]
 Kind = Literal["wordpiece", "bpe", "unigram"]
 KINDS = ("wordpiece", "bpe", "unigram")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# tokenizer_config.json's tokenizer_class / config.json's model_type -> scheme, for folders holding several
-_CLASS_PREFIXES = (("Bert", "wordpiece"), ("DistilBert", "wordpiece"), ("Roberta", "bpe"), ("GPT2", "bpe"),
-                   ("Albert", "unigram"))
-_MODEL_TYPES = {"bert": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe", "albert": "unigram"}
+# tokenizer_config.json's tokenizer_class -> scheme, beyond the model variants' own classes (bertkit.variants)
+_OTHER_CLASSES = {"GPT2": "bpe"}
 
 
 @dataclass
@@ -267,7 +267,7 @@ class Tokenizer:
         paths = check_training_files(files)
         if not any(line.strip() for line in utf8_lines(paths)):  # stops at the first line of text
             shown = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-            raise ValueError(f"{shown}: no text to learn a vocabulary from")
+            raise ValueError(f"no text to train on in {shown}")
         size = scheme.default_vocab_size if vocab_size is None else vocab_size
         return scheme._train(paths, vocab_size=size, min_frequency=min_frequency, lowercase=lowercase,
                              strip_accents=strip_accents)
@@ -492,9 +492,12 @@ def _declared_kind(path: Path) -> str | None:
         value = value.get(key) if isinstance(value, dict) else None
         if not isinstance(value, str):
             continue
-        if key == "model_type" and value in _MODEL_TYPES:
-            return _MODEL_TYPES[value]
-        for prefix, kind in _CLASS_PREFIXES:
+        if key == "model_type" and value in VARIANTS:
+            return VARIANTS[value].tokenizer_kind
+        found = class_variant(value)
+        if found is not None:
+            return found[0].tokenizer_kind
+        for prefix, kind in _OTHER_CLASSES.items():
             if value.startswith(prefix):
                 return kind
     return None

@@ -4,6 +4,12 @@ Of sentencepiece_model.proto only a few fields matter: ModelProto.pieces (1), ea
 type (3); TrainerSpec (2) model_type (3) and unk_id (40); NormalizerSpec (3) precompiled_charsmap (2), the
 normalisation table (nmt_nfkc for ALBERT). Reading the protobuf wire format directly keeps loading free of the
 protobuf package; unknown fields are skipped, as protobuf itself does.
+
+Why not through the sentencepiece library (a dependency, used for training): checked on sentencepiece 0.2.x, its
+``SentencePieceProcessor`` gives the pieces, their scores and four of the piece types (control, unknown, unused,
+byte), but neither the user-defined type, nor the model type, nor the normalisation table that the `tokenizers`
+pipeline needs (``normalizers.Precompiled``). Those are reachable only through ``sentencepiece_model_pb2``, which
+imports the protobuf package, not a dependency of bertkit. This reader is fuzzed in tests/test_spiece_fuzz.py.
 """
 
 from __future__ import annotations

@@ -95,9 +95,12 @@ class SentencePieceTokenizer(PipelineTokenizer):
                              "are supported")
         self._set_vocabulary(spm.pieces, SPECIAL_TOKENS, source)
         self._spm, self.lowercase, self.keep_accents = spm, lowercase, keep_accents
-        rust = RustTokenizer(models.Unigram(list(zip(spm.pieces, spm.scores, strict=True)), unk_id=spm.unk_id,
-                                            byte_fallback=False))
-        table = [normalizers.Precompiled(spm.precompiled_charsmap)] if spm.precompiled_charsmap else []
+        try:
+            rust = RustTokenizer(models.Unigram(list(zip(spm.pieces, spm.scores, strict=True)), unk_id=spm.unk_id,
+                                                byte_fallback=False))
+            table = [normalizers.Precompiled(spm.precompiled_charsmap)] if spm.precompiled_charsmap else []
+        except Exception as err:  # the tokenizers library refuses what the file holds (e.g. a damaged table)
+            raise ValueError(f"{source}: not a SentencePiece model file ({err})") from None
         rust.normalizer = normalizers.Sequence(_albert_normalizers(lowercase, keep_accents) + table)
         word_start = {"replacement": WORD_START, "prepend_scheme": "always"}
         rust.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),

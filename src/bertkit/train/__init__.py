@@ -1,4 +1,4 @@
-"""The training loop, optimisers, metrics and distributed set-up shared by pretraining and fine-tuning."""
+"""The training loop, optimisers, checkpoints and distributed set-up shared by every recipe."""
 
 from bertkit.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from bertkit.train.loop import BatchSource, Phase, TrainConfig, Trainer

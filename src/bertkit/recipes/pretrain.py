@@ -20,8 +20,8 @@ a run, and of any run on the same shards, scores the same positions.
 
 A run with a time budget (``max_minutes``) trains until that much training time is spent, its learning rate
 following the fraction of the budget used. Settings left unset (None) take the budget recipe
-(:data:`BUDGET_RECIPE`, chosen by ``benchmarks/pretrain_recipe.py``) in a budgeted run and the BERT paper's
-choices (:data:`PAPER_RECIPE`) otherwise.
+(:data:`BUDGET_RECIPE`; ``benchmarks/pretrain_recipe.py`` compares recipes) in a budgeted run and the BERT
+paper's choices (:data:`PAPER_RECIPE`) otherwise.
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.config import PRESETS, BertConfig
-from bertkit.data.pretraining import ARCH_OBJECTIVES, IGNORE_INDEX, PretrainingBatches
+from bertkit.config import IGNORE, PRESETS, BertConfig
+from bertkit.data.pretraining import ARCH_OBJECTIVES, PretrainingBatches
 from bertkit.data.shards import MANIFEST, ShardError, ShardSet
 from bertkit.inspect.report import write_report
 from bertkit.model import BertForPreTraining
+from bertkit.recipes.run_folder import model_and_tokenizer_writer
+from bertkit.recipes.training import TrainingSettings
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo
@@ -68,7 +70,7 @@ EVAL_MLM_PROB = 0.15  # ... nor does its rate: runs that train at another maskin
 # during pretraining only (the saved config keeps its rates for fine-tuning).
 PAPER_RECIPE: dict[str, Any] = dict(batch_size=32, lr=1e-4, warmup_ratio=0.01, mlm_prob=0.15, whole_word=False,
                                     dropout=None, sentence_task=True)
-# What a time-budgeted run uses, the best recipe of the study in benchmarks/RESULTS.md ("Pretraining recipe").
+# What a time-budgeted run uses; why these values is in benchmarks/RESULTS.md ("Pretraining recipe").
 BUDGET_RECIPE: dict[str, Any] = dict(batch_size=64, lr=5e-4, warmup_ratio=0.05, mlm_prob=0.15, whole_word=False,
                                      dropout=0.0, sentence_task=False)
 PAPER_MAX_STEPS = 10_000
@@ -78,8 +80,8 @@ _RUN_DEFINING = ("max_minutes", "data", "phase2_data", "phase2_steps", "arch", "
                  "weight_decay", "whole_word", "mlm_prob", "dropout", "sentence_task", "seed", "eval_holdout")
 
 
-@dataclass
-class PretrainSettings:
+@dataclass(kw_only=True)
+class PretrainSettings(TrainingSettings):
     """One pretraining run. Paths are folders; ``max_steps`` counts optimizer steps over both phases.
 
     Model: ``init_from`` (a checkpoint folder; MLM/sentence heads start fresh if it has none), else ``config_file``,
@@ -96,6 +98,7 @@ class PretrainSettings:
     :data:`PAPER_RECIPE` (and ``max_steps`` 10,000).
     Objective: ``mlm_prob`` of the tokens are masked (``whole_word``: whole words); ``sentence_task=False`` trains
     masked-LM alone, also on shards prepared with NSP / SOP pairs.
+    Training: the settings every recipe shares (:class:`~bertkit.recipes.training.TrainingSettings`).
     """
 
     data: str
@@ -105,32 +108,16 @@ class PretrainSettings:
     config_file: str | None = None
     init_from: str | None = None
     tokenizer: str | None = None
-    max_steps: int | None = None
     max_minutes: float | None = None
-    batch_size: int | None = None
-    grad_accum: int = 1
-    lr: float | None = None
-    warmup_ratio: float | None = None
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    precision: str = "auto"
+    batch_size: int | None = None  # None: the recipe's (PAPER_RECIPE, or BUDGET_RECIPE with a budget)
     whole_word: bool | None = None
     mlm_prob: float | None = None
     dropout: float | None = None
     sentence_task: bool | None = None
-    seed: int = 0
-    log_every: int = 50
-    eval_every: int = 500
-    save_every: int = 1000
-    keep_last: int = 2
     eval_holdout: int | None = None
-    eval_batch_size: int = 64
     phase2_data: str | None = None
     phase2_steps: int = 0
-    resume: bool = False
-    progress: bool = True
     plots: bool = True
-    compile: bool = False
 
     def __post_init__(self) -> None:
         check_minutes(self.max_minutes, "max_minutes")
@@ -163,13 +150,7 @@ class PretrainSettings:
             raise ValueError("give init_from or config_file, not both: an initial checkpoint brings its config")
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            out_dir=self.out_dir, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
-            lr=self.lr, warmup_ratio=self.warmup_ratio, optimizer=self.optimizer, weight_decay=self.weight_decay,
-            precision=self.precision, log_every=self.log_every, eval_every=self.eval_every,
-            save_every=self.save_every, keep_last=self.keep_last, seed=self.seed, resume=self.resume,
-            progress=self.progress, compile=self.compile, max_minutes=self.max_minutes,
-        )  # fmt: skip
+        return super().train_config(self.out_dir, max_minutes=self.max_minutes)
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -205,7 +186,7 @@ def _run_pretraining(settings: PretrainSettings, dist: DistInfo) -> dict[str, An
     trainer = Trainer(
         model, settings.train_config(), train=train[0].train if len(train) == 1 else None,
         phases=train if len(train) > 1 else None, evaluate=evaluate,
-        save_model=_model_and_tokenizer_writer(tokenizer), dist=dist,
+        save_model=model_and_tokenizer_writer(tokenizer), dist=dist,
     )  # fmt: skip
     if dist.is_main and not resuming:
         run_info = {
@@ -356,7 +337,7 @@ def build_model(settings: PretrainSettings, shards: ShardSet, phase2: ShardSet |
     for data in (shards, phase2):
         if data is not None:
             check_objective(data, config, sentence_task=settings.sentence_task)
-            length = data.manifest["settings"]["max_seq_len"]
+            length = data.max_seq_len
             positions = config.max_position_embeddings - config.position_offset
             if length > positions:
                 raise ValueError(f"{data.shard_dir}: sequences of up to {length} tokens, but the model has only "
@@ -394,7 +375,7 @@ def model_config(settings: PretrainSettings, shards: ShardSet) -> BertConfig:
         config = BertConfig.from_json_file(settings.config_file)
         _check_arch(settings.arch, config.model_type, settings.config_file)
         return config.replace(vocab_size=shards.vocab_size, pad_token_id=shards.pad_id)
-    arch = settings.arch or shards.manifest["settings"].get("arch", "bert")
+    arch = settings.arch or shards.arch
     return BertConfig.preset(settings.preset, arch=arch, vocab_size=shards.vocab_size, pad_token_id=shards.pad_id)
 
 
@@ -417,22 +398,12 @@ def check_objective(shards: ShardSet, config: BertConfig, *, sentence_task: bool
     if not sentence_task and config.sentence_task is not None:
         return
     if shards.objective != expected:
-        prepared = shards.manifest["settings"].get("arch", "bert")
+        prepared = shards.arch
         raise ShardError(
             f"{Path(shards.shard_dir) / MANIFEST}: shards were prepared for objective {shards.objective!r} "
             f"(arch {prepared!r}), but a {config.model_type} model pretrains with objective {expected!r}; "
             f"re-run `bertkit prepare --arch {config.model_type}`"
         )
-
-
-def _model_and_tokenizer_writer(tokenizer: Tokenizer) -> Callable[[nn.Module, Path], None]:
-    """``save_model`` for the loop: every saved model folder is loadable on its own, tokenizer included."""
-
-    def save(model: nn.Module, path: Path) -> None:
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-
-    return save
 
 
 # -------------------------------------------------------------------------------------------- evaluation
@@ -455,7 +426,7 @@ class PretrainingEvaluator:
             batch = {k: v.to(device) for k, v in self.source.batch(0, index).items()}
             out = model(**batch)
             labels = batch["mlm_labels"]
-            targets = labels[labels != IGNORE_INDEX]  # (N,), in the order of out.mlm_logits' rows
+            targets = labels[labels != IGNORE]  # (N,), in the order of out.mlm_logits' rows
             mlm_logits = out.mlm_logits.float()
             sums[:3] += torch.tensor([
                 nn.functional.cross_entropy(mlm_logits, targets, reduction="sum").item(),

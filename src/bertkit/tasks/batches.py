@@ -18,9 +18,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from bertkit.config import BertConfig
-
-IGNORE_INDEX = -100
+from bertkit.config import IGNORE, BertConfig
+from bertkit.data.batching import attention_mask, length_sorted_batches, pad
 
 
 class TaskFeature(Protocol):
@@ -38,14 +37,6 @@ def model_inputs(batch: dict[str, torch.Tensor], config: BertConfig) -> dict[str
     return {k: v for k, v in batch.items() if k != "token_type_ids"}
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """(B, longest) int64 tensor of the rows, right-padded with `value` (filled in numpy: one copy per row)."""
-    out = np.full((len(rows), max(len(r) for r in rows)), value, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return torch.from_numpy(out)
-
-
 def collate(features: Sequence[TaskFeature], pad_id: int = 0, token_types: bool = True) -> dict[str, torch.Tensor]:
     """Pad a list of features into model inputs.
 
@@ -54,10 +45,10 @@ def collate(features: Sequence[TaskFeature], pad_id: int = 0, token_types: bool 
         (B, T) long, T = longest sequence in the batch; plus the features' targets (labels or start_positions /
         end_positions) when every feature has them.
     """
-    batch = {"input_ids": _pad([f.input_ids for f in features], pad_id)}
+    batch = {"input_ids": pad([f.input_ids for f in features], pad_id)}
     if token_types:
-        batch["token_type_ids"] = _pad([f.token_type_ids for f in features], 0)
-    batch["attention_mask"] = _pad([[1] * len(f.input_ids) for f in features], 0)
+        batch["token_type_ids"] = pad([f.token_type_ids for f in features], 0)
+    batch["attention_mask"] = attention_mask([len(f.input_ids) for f in features])
     targets = [f.targets for f in features]
     keys = set(targets[0])
     if any(set(t) != keys for t in targets):
@@ -65,7 +56,7 @@ def collate(features: Sequence[TaskFeature], pad_id: int = 0, token_types: bool 
     for key in sorted(keys):
         values = [t[key] for t in targets]
         if isinstance(values[0], list):
-            batch[key] = _pad(values, IGNORE_INDEX)
+            batch[key] = pad(values, IGNORE)
         else:
             dtype = torch.float32 if isinstance(values[0], float) else torch.long
             batch[key] = torch.tensor(values, dtype=dtype)
@@ -126,8 +117,5 @@ def sorted_batches(
     Yields:
         (indices of the batch's features in `features`, the collated batch); put outputs back with them.
     """
-    lengths = np.array([len(f.input_ids) for f in features])
-    order = np.argsort(-lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size].tolist()
+    for indices in length_sorted_batches([len(f.input_ids) for f in features], batch_size):
         yield indices, collate([features[i] for i in indices], pad_id, token_types)

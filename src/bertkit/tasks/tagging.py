@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertkit.data.tasks.readers import TaggingExample
-from bertkit.train.metrics import get_entities
+from bertkit.config import IGNORE
+from bertkit.tasks.metrics import get_entities
+from bertkit.tasks.readers import TaggingExample
 
 if TYPE_CHECKING:
     from bertkit.tokenizer import Encoding, Tokenizer
 
-IGNORE_INDEX = -100  # label of positions the loss skips: specials, padding, non-first sub-tokens
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,14 @@ class TaggingFeature:
 
 @dataclass(frozen=True)
 class EntitySpan:
-    """An entity found in a sentence: its type, character span [start, end) and text."""
+    """An entity found in a sentence: its type, character span [start, end), text and, where the tag
+    probabilities are known, their mean over its words."""
 
     label: str
     start: int
     end: int
     text: str
+    score: float | None = None
 
 
 def build_tag_list(train_examples: Sequence[TaggingExample]) -> list[str]:
@@ -117,7 +119,7 @@ def encode_tagging(
         first = _first_tokens(enc, seqs, word_char_starts(example.tokens))
         labels = None
         if example.tags is not None:
-            labels = [IGNORE_INDEX] * len(ids)
+            labels = [IGNORE] * len(ids)
             for position, tag in zip(first, example.tags, strict=True):
                 if tag not in tag_id:
                     raise ValueError(f"line {example.line}: tag {tag!r} is not in the tag list {list(tag_list)}")
@@ -162,8 +164,20 @@ def tags_to_spans(words: Sequence[str], tags: Sequence[str], text: str | None = 
                 raise ValueError(f"word {word!r} not found in the text after character {position}")
             starts.append(found)
             position = found + len(word)
+    return entity_spans(text, [(s, s + len(w)) for s, w in zip(starts, words, strict=True)], tags)
+
+
+def entity_spans(text: str, words: Sequence[tuple[int, int]], tags: Sequence[str],
+                 scores: Sequence[float] | None = None) -> list[EntitySpan]:
+    """The entities of per-word BIO tags, as character spans of ``text``.
+
+    Args:
+        words: each word's character span [start, end) in ``text``, in order.
+        scores: each word's tag probability; an entity's score is their mean over its words.
+    """
     spans = []
-    for label, first, last in get_entities(tags):
-        start, end = starts[first], starts[last] + len(words[last])
-        spans.append(EntitySpan(label, start, end, text[start:end]))
+    for label, first, last in get_entities(list(tags)):
+        start, end = words[first][0], words[last][1]
+        score = float(np.mean(scores[first : last + 1])) if scores is not None else None
+        spans.append(EntitySpan(label, start, end, text[start:end], score))
     return spans

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertkit.data.tasks.readers import QAExample
+from bertkit.tasks.readers import QAExample
 
 if TYPE_CHECKING:
     from bertkit.tokenizer import Encoding, Tokenizer

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertkit.data.tasks.readers import TextExample, glue_task
+from bertkit.tasks.readers import TextExample, glue_task
 
 if TYPE_CHECKING:
     from bertkit.tokenizer import Tokenizer
@@ -92,9 +92,23 @@ def encode_classification(
     ]
 
 
-def predict_labels(logits: np.ndarray, label_list: Sequence[str] | None) -> list[str] | list[float]:
-    """Label names from logits (N, num_labels), or the scores themselves for regression (N, 1)."""
-    logits = np.asarray(logits)
+@dataclass
+class Classification:
+    """label: the predicted class (None for regression); score: its probability, or the regression value."""
+
+    label: str | None
+    score: float
+    probabilities: dict[str, float]  # every class's probability; empty for regression
+    truncated: bool = False
+
+
+def classify_logits(logits: np.ndarray, label_list: Sequence[str] | None) -> Classification:
+    """The prediction of one example from its (num_labels,) logits: the most probable class with every class's
+    probability (softmax in float64), or for regression (``label_list`` None) the single output itself."""
     if label_list is None:
-        return [float(x) for x in logits.reshape(len(logits), -1)[:, 0]]
-    return [label_list[i] for i in logits.argmax(axis=-1)]
+        return Classification(None, float(logits[0]), {})
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max())
+    probs = (probs / probs.sum()).tolist()
+    best = int(np.argmax(probs))
+    return Classification(label_list[best], probs[best], dict(zip(label_list, probs, strict=True)))

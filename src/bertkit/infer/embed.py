@@ -1,18 +1,18 @@
-"""Sentence embeddings and masked-token filling on top of a loaded model and tokenizer."""
+"""Sentence embeddings from a loaded encoder and its tokenizer: pooled hidden states, batched by length."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from bertkit.infer.batching import length_sorted_batches, run_padded
-from bertkit.infer.streams import streams_for
-from bertkit.model import BertForPreTraining, BertModel
+from bertkit.data.batching import length_sorted_batches
+from bertkit.infer.batching import run_padded
+from bertkit.infer.parallel_batches import streams_for
+from bertkit.model import BertModel
 from bertkit.tokenizer import Tokenizer
 
 POOLINGS = ("cls", "mean")
@@ -42,7 +42,7 @@ def embed_texts(
 ) -> np.ndarray:
     """One float32 vector per text, in input order; texts are batched by length to minimise padding.
 
-    ``streams`` batches run at once, each on a share of the CPU threads (:mod:`bertkit.infer.streams`);
+    ``streams`` batches run at once, each on a share of the CPU threads (:mod:`bertkit.infer.parallel_batches`);
     default 2 where there are 2 or more threads.
     """
     max_length = max_length or model.config.max_sequence_length
@@ -63,31 +63,3 @@ def embed_texts(
         for group, _, vectors in tqdm(results, total=len(groups), disable=not progress, desc="embed", unit="batch"):
             out[group] = vectors.float().numpy()
     return out
-
-
-@dataclass
-class MaskPrediction:
-    token: str
-    token_id: int
-    probability: float
-
-
-@torch.inference_mode()
-def fill_mask(
-    model: BertForPreTraining, tokenizer: Tokenizer, text: str, top_k: int = 5
-) -> list[list[MaskPrediction]]:
-    """Top-k candidates for each [MASK] in ``text``, most probable first (one list per mask)."""
-    encoding = tokenizer.encode(text, max_length=model.config.max_sequence_length, truncation=True)
-    ids = torch.tensor([encoding.ids])
-    positions = (ids[0] == tokenizer.mask_id).nonzero().flatten()
-    if len(positions) == 0:
-        mask = tokenizer.convert_ids_to_tokens([tokenizer.mask_id])[0]
-        raise ValueError(f"no {mask} token in {text!r}; write {mask} where a word should be predicted")
-    types = torch.tensor([encoding.type_ids]) if model.config.has_token_types else None
-    hidden = model.bert(ids, types).last_hidden_state[0, positions]  # (M, H)
-    probs = model.mlm(hidden, model.bert.embeddings.token.weight).softmax(-1)  # (M, V)
-    top = probs.topk(top_k, dim=-1)
-    return [
-        [MaskPrediction(tokenizer.convert_ids_to_tokens([i])[0], i, p) for i, p in zip(row_ids, row_p, strict=True)]
-        for row_ids, row_p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
-    ]

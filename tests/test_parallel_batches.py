@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from bertkit.infer.streams import Streams, default_streams, run_batches, streams_for
+from bertkit.infer.parallel_batches import Streams, default_streams, run_batches, streams_for
 
 
 def thread_count_in_a_new_thread() -> int:

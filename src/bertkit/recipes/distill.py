@@ -41,17 +41,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.config import PRESETS, BertConfig
-from bertkit.data.pretraining import IGNORE_INDEX, PretrainingBatches
+from bertkit.config import IGNORE, PRESETS, BertConfig
+from bertkit.data.pretraining import PretrainingBatches
 from bertkit.data.shards import ShardError, ShardSet
 from bertkit.inspect.report import write_report
 from bertkit.model import BertForPreTraining
-from bertkit.tokenizer import Tokenizer
+from bertkit.recipes.pretrain import PretrainSettings, initial_eval, make_sources, resolve_tokenizer
+from bertkit.recipes.run_folder import model_and_tokenizer_writer
+from bertkit.recipes.training import TrainingSettings
 from bertkit.train import checkpointing as ckpt
 from bertkit.train.distributed import DistInfo
 from bertkit.train.logging import METRICS_FILE
 from bertkit.train.loop import TrainConfig, Trainer
-from bertkit.train.pretrain import PretrainSettings, initial_eval, make_sources, resolve_tokenizer
+from bertkit.variants import VARIANTS
 
 log = logging.getLogger("bertkit")
 
@@ -59,11 +61,7 @@ RUN_FILE = "distill.json"
 # Student architectures, each with the teacher architectures it can start from: the student copies the teacher's
 # embeddings, so positions and vocabulary must follow the same convention (ALBERT's shared layers have no
 # "every other layer" to take).
-TEACHERS_FOR: dict[str, tuple[str, ...]] = {
-    "distilbert": ("bert", "distilbert"),
-    "bert": ("bert",),
-    "roberta": ("roberta",),
-}
+TEACHERS_FOR: dict[str, tuple[str, ...]] = {v.model_type: v.teachers for v in VARIANTS.values() if v.teachers}
 ARCHS = tuple(TEACHERS_FOR)
 # Student parameters distillation never trains (BERT's pooler and NSP head): frozen, so no optimizer state or
 # DistributedDataParallel bookkeeping is spent on them.
@@ -167,7 +165,7 @@ class Distiller(nn.Module):
         """input_ids, attention_mask, mlm_labels, token_type_ids: (B, T). ``nsp_labels`` is accepted (pretraining
         batches carry it) and ignored: distillation has no sentence task. Token types reach each model only if it
         has a token-type table (a DistilBERT student has none)."""
-        selected, real = mlm_labels != IGNORE_INDEX, attention_mask.bool()
+        selected, real = mlm_labels != IGNORE, attention_mask.bool()
         with torch.inference_mode():
             t_hidden, t_logits = _mlm_at(self.teacher, input_ids, token_type_ids, attention_mask, selected)
             t_hidden = t_hidden[real]
@@ -189,7 +187,7 @@ def _mlm_at(
     """(last hidden states (B, T, H), MLM logits (N, V) at the ``selected`` positions) of one model."""
     types = token_type_ids if model.config.has_token_types else None
     hidden = model.bert(input_ids, types, attention_mask).last_hidden_state
-    return hidden, model.mlm(hidden[selected], model.bert.embeddings.token.weight)
+    return hidden, model.lm_logits(hidden[selected])
 
 
 # ----------------------------------------------------------------------------------- teacher and student
@@ -295,7 +293,7 @@ class DistillationEvaluator:
         for index in range(self.source.num_batches(0)):
             batch = {k: v.to(device) for k, v in self.source.batch(0, index).items()}
             out = model(**batch)
-            targets = batch["mlm_labels"][batch["mlm_labels"] != IGNORE_INDEX]  # (N,)
+            targets = batch["mlm_labels"][batch["mlm_labels"] != IGNORE]  # (N,)
             student, teacher = out.student_logits.float(), out.teacher_logits.float()
             n, real = targets.numel(), int(batch["attention_mask"].sum())
             sums += torch.tensor([
@@ -324,8 +322,8 @@ class DistillationEvaluator:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-@dataclass
-class DistillSettings:
+@dataclass(kw_only=True)
+class DistillSettings(TrainingSettings):
     """One distillation run. Paths are folders; ``max_steps`` counts optimizer steps.
 
     Student: ``arch`` (default DistilBERT), ``student_layers`` (default half the teacher's), ``student_preset``
@@ -333,6 +331,7 @@ class DistillSettings:
     else the teacher's folder, else the shard folder; it must be the one that wrote the shards. Optimisation
     defaults follow the DistilBERT training code (lr 5e-4, 5% warm-up, no weight decay, gradient norm 5).
     Evaluation: ``eval_holdout`` instances from the end of the shard set (None: 5%, at most 1000; 0: none).
+    Training: the settings every recipe shares (:class:`~bertkit.recipes.training.TrainingSettings`).
     """
 
     teacher: str
@@ -343,28 +342,17 @@ class DistillSettings:
     student_layers: int | None = None
     tokenizer: str | None = None
     max_steps: int = 10_000
-    batch_size: int = 32
-    grad_accum: int = 1
     lr: float = 5e-4
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 5.0
-    optimizer: str = "adamw"
-    precision: str = "auto"
     temperature: float = 2.0
     alpha_ce: float = 5.0
     alpha_mlm: float = 2.0
     alpha_cos: float = 1.0
     whole_word: bool = False
-    seed: int = 0
-    log_every: int = 50
-    eval_every: int = 500
-    save_every: int = 1000
-    keep_last: int = 2
+    mlm_prob: float = 0.15  # share of the tokens masked, as in pretraining
     eval_holdout: int | None = None
-    eval_batch_size: int = 64
-    resume: bool = False
-    progress: bool = True
     plots: bool = True
 
     def __post_init__(self) -> None:
@@ -385,18 +373,13 @@ class DistillSettings:
         """The pretraining settings that choose the batches: the same sources ``bertkit pretrain`` trains on."""
         return PretrainSettings(
             data=self.shards, out_dir=self.out_dir, preset=self.student_preset or "base", init_from=self.teacher,
-            tokenizer=self.tokenizer, max_steps=self.max_steps, batch_size=self.batch_size, whole_word=self.whole_word,
-            seed=self.seed, eval_holdout=self.eval_holdout, eval_batch_size=self.eval_batch_size,
+            tokenizer=self.tokenizer, max_steps=self.max_steps, batch_size=self.batch_size, seed=self.seed,
+            whole_word=self.whole_word, mlm_prob=self.mlm_prob, eval_holdout=self.eval_holdout,
+            eval_batch_size=self.eval_batch_size,
         )  # fmt: skip
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            out_dir=self.out_dir, max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
-            lr=self.lr, warmup_ratio=self.warmup_ratio, optimizer=self.optimizer, weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm, precision=self.precision, log_every=self.log_every,
-            eval_every=self.eval_every, save_every=self.save_every, keep_last=self.keep_last, seed=self.seed,
-            resume=self.resume, progress=self.progress,
-        )  # fmt: skip
+        return super().train_config(self.out_dir)
 
 
 def run_distillation(settings: DistillSettings, dist: DistInfo | None = None) -> dict[str, Any]:
@@ -432,8 +415,9 @@ def _run_distillation(settings: DistillSettings, dist: DistInfo) -> dict[str, An
     train, evaluation = make_sources(data, shards, None, dist, token_types=teacher.config.has_token_types)
     model = Distiller(student, teacher, settings.loss_weights())
     evaluate = DistillationEvaluator(evaluation) if evaluation is not None else None
+    student_writer = model_and_tokenizer_writer(tokenizer, part=lambda distiller: distiller.student)
     trainer = Trainer(model, settings.train_config(), train=train[0].train, evaluate=evaluate,
-                      save_model=_student_writer(tokenizer), dist=dist)
+                      save_model=student_writer, dist=dist)
     if dist.is_main and not resuming:
         run_info = {
             "settings": dataclasses.asdict(settings),
@@ -462,20 +446,10 @@ def _check_teacher_fits(settings: DistillSettings, config: BertConfig, shards: S
     if config.vocab_size != shards.vocab_size:
         raise ShardError(f"{settings.shards}: shards have a vocabulary of {shards.vocab_size} but the teacher "
                          f"{settings.teacher} has {config.vocab_size}; prepare them with the teacher's tokenizer")
-    length = shards.manifest["settings"]["max_seq_len"]
+    length = shards.max_seq_len
     if length > config.max_position_embeddings:
         raise ValueError(f"{settings.shards}: sequences of up to {length} tokens, but the teacher has only "
                          f"{config.max_position_embeddings} positions")
-
-
-def _student_writer(tokenizer: Tokenizer) -> Callable[[nn.Module, Path], None]:
-    """``save_model`` for the loop: the student alone, with its tokenizer, in its architecture's standard layout."""
-
-    def save(model: nn.Module, path: Path) -> None:
-        model.student.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-
-    return save
 
 
 def _count(model: nn.Module) -> int:

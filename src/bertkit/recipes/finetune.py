@@ -1,6 +1,6 @@
 """Fine-tuning: a pretrained BERT plus one output layer, trained on a labelled task; then evaluation and prediction.
 
-The task families (classify, pair, regress, tag, qa) differ only in their data and head (data/tasks/families.py);
+The task families (classify, pair, regress, tag, qa) differ only in their data and head (tasks/families.py);
 training is the one loop (train/loop.py) over a `TaskBatches` source, with the dev metric as its evaluation. Every
 variant of the family (BERT, RoBERTa, DistilBERT, ALBERT) fine-tunes the same way: the architecture comes from the
 pretrained checkpoint's config.json, the pair layout from its tokenizer, and a model without token types
@@ -36,24 +36,23 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from bertkit import files
-from bertkit.checkpoint.io import find_weights, load_standard_state, read_state_dict
-from bertkit.config import BertConfig, takes_token_types
-from bertkit.data.tasks import families
-from bertkit.data.tasks.batches import TaskBatches, sorted_batches
-from bertkit.data.tasks.families import TaskSpec
-from bertkit.data.tasks.readers import glue_path
+from bertkit.config import BertConfig
 from bertkit.inspect.report import DETAILS_FILE, write_report
-from bertkit.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+from bertkit.recipes.run_folder import model_and_tokenizer_writer
+from bertkit.recipes.training import TrainingSettings
+from bertkit.tasks import families
+from bertkit.tasks.batches import TaskBatches
+from bertkit.tasks.families import FAMILIES, TaskSpec
+from bertkit.tasks.models import build_task_model, load_task_model, run_on_features
+from bertkit.tasks.readers import glue_path
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import checkpointing
 from bertkit.train.distributed import DistInfo, all_reduce_sum, barrier
@@ -64,18 +63,17 @@ log = logging.getLogger("bertkit")
 SETTINGS_FILE = "finetune.json"
 FINETUNE_ADAM_EPS = 1e-8  # transformers' (and torch's) AdamW default; BERT's TensorFlow code used 1e-6
 BEST_FILE = "best.json"
-TASK_KEYS = ("bertkit", "id2label", "label2id", "problem_type", "num_labels")  # a checkpoint's previous task
-HEADS = {cls.__name__: cls for cls in (BertForSequenceClassification, BertForTokenClassification,
-                                       BertForQuestionAnswering)}
 
 
-@dataclass
-class FinetuneSettings:
+@dataclass(kw_only=True)
+class FinetuneSettings(TrainingSettings):
     """One fine-tuning run. `lr` and `max_seq_len` default by task (see the module docstring).
 
     A GLUE task name sets the task family and the columns; with `data_dir` it also finds train.tsv and dev.tsv
     there. `max_steps` overrides `epochs`. `eval_every` (steps) defaults to once per epoch; `patience` stops
-    after that many evaluations without a better dev metric. `save_every` (steps) defaults to `eval_every`.
+    after that many evaluations without a better dev metric. `save_every` (steps) defaults to `eval_every`,
+    `log_every` to 50 steps or an epoch if shorter. The training settings are those every recipe shares
+    (:class:`~bertkit.recipes.training.TrainingSettings`).
     """
 
     model: Path | str
@@ -89,27 +87,20 @@ class FinetuneSettings:
     pair_column: str | None = None
     label_column: str = "label"
     epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float | None = None
     max_seq_len: int | None = None
     warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
     dropout: float = 0.1
     seed: int = 42
     eval_every: int | None = None
     save_every: int | None = None
+    log_every: int | None = None
+    keep_last: int = 1
     patience: int | None = None
     doc_stride: int = 128
     max_query_len: int = 64
     squad_v2: bool = False
     null_threshold: float = 0.0
-    eval_batch_size: int = 64
-    precision: str = "auto"
-    resume: bool = False
     overwrite: bool = False
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.glue is not None:
@@ -130,8 +121,11 @@ class FinetuneSettings:
         if self.patience is not None and self.dev is None:
             raise ValueError("early stopping (patience) needs a dev set")
         self.model, self.out = Path(self.model), Path(self.out)
-        self.lr = self.lr or (5e-5 if self.task == "qa" else 3e-5)
-        self.max_seq_len = self.max_seq_len or (384 if self.task == "qa" else 128)
+        family = FAMILIES.get(self.task)
+        if family is None:
+            raise ValueError(f"unknown task {self.task!r} (expected one of {', '.join(FAMILIES)})")
+        self.lr = self.lr or family.default_lr
+        self.max_seq_len = self.max_seq_len or family.default_max_seq_len
 
     def spec(self, labels: tuple[str, ...] | None = None) -> TaskSpec:
         return TaskSpec(self.task, labels, self.max_seq_len, self.glue, self.text_column, self.pair_column,
@@ -139,96 +133,6 @@ class FinetuneSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TaskModel:
-    """A fine-tuned model with what it needs to read and decode data: its tokenizer and task spec."""
-
-    model: nn.Module
-    tokenizer: Tokenizer
-    spec: TaskSpec
-
-    @property
-    def task(self) -> str:
-        return self.spec.task
-
-    @property
-    def labels(self) -> tuple[str, ...] | None:
-        return self.spec.labels
-
-
-def load_task_model(path: str | os.PathLike, task: str | None = None, device: str | None = None) -> TaskModel:
-    """Load a fine-tuned model directory (ours, or a standard task checkpoint of any variant) in eval mode.
-
-    Args:
-        task: the family the caller's data is for; a model fine-tuned for another raises naming both.
-    """
-    directory = Path(path)
-    config = BertConfig.from_json_file(directory / "config.json")
-    spec = TaskSpec.from_config(config.extra, str(directory))
-    if task is not None and task != spec.task:
-        raise ValueError(f"{directory} was fine-tuned for task {spec.task!r}; it cannot be used for task {task!r}")
-    model = HEADS[spec.architecture].from_pretrained(directory).eval()
-    if device is not None:
-        model.to(device)
-    return TaskModel(model, Tokenizer.from_pretrained(directory), spec)
-
-
-def build_task_model(
-    pretrained: str | os.PathLike, spec: TaskSpec, *, dropout: float = 0.1, seed: int = 0
-) -> nn.Module:
-    """A pretrained encoder under a fresh head for `spec`, the task written into its config.
-
-    The head's initial weights are drawn from `seed`. Head tensors already in the checkpoint are kept when their
-    shapes fit (continuing from a model fine-tuned on a related task).
-    """
-    directory = Path(pretrained)
-    config = BertConfig.from_json_file(directory / "config.json")
-    if spec.max_seq_len > config.max_sequence_length:
-        raise ValueError(f"max_seq_len {spec.max_seq_len} exceeds the {config.max_sequence_length} tokens the "
-                         f"{config.model_type} model accepts ({directory / 'config.json'})")
-    extra = {k: v for k, v in config.extra.items() if k not in TASK_KEYS}
-    config = config.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-                            extra={**extra, **spec.config_entries()})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = HEADS[spec.architecture](config)
-    weights = find_weights(directory)
-    model.load_report = load_standard_state(model, read_state_dict(weights), strict=True, source=str(weights))
-    return model
-
-
-@torch.no_grad()
-def infer(
-    model: nn.Module, features: Sequence, *, batch_size: int = 64, pad_id: int = 0
-) -> tuple[list[np.ndarray], float | None]:
-    """Run `model` over features, longest first, and put the outputs back in feature order.
-
-    Works with any model whose output has `.logits` or `.start_logits` / `.end_logits` (and `.loss` when the
-    features carry targets). Returns per feature (num_labels,) for sequence heads, (T, num_labels) for token
-    heads or (T, 2) start / end logits for span heads (T = the feature's length), and the mean loss or None.
-    """
-    device = next(model.parameters()).device
-    outputs: list[np.ndarray] = [np.empty(0)] * len(features)
-    loss_sum, counted = 0.0, 0
-    for indices, batch in sorted_batches(features, batch_size, pad_id, takes_token_types(model.config)):
-        out = model(**{k: v.to(device) for k, v in batch.items()})
-        if getattr(out, "loss", None) is not None:
-            loss_sum, counted = loss_sum + float(out.loss) * len(indices), counted + len(indices)
-        if hasattr(out, "start_logits"):
-            rows = torch.stack([out.start_logits, out.end_logits], dim=-1)  # (B, T, 2)
-        else:
-            rows = out.logits  # (B, C) or (B, T, C)
-        rows = rows.float().cpu().numpy()
-        for i, row in zip(indices, rows, strict=True):
-            outputs[i] = row if row.ndim == 1 else row[: len(features[i].input_ids)]
-    return outputs, (loss_sum / counted if counted else None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -269,7 +173,7 @@ def evaluate_model(
     examples = families.read_task_file(spec, data)
     families.check_known_labels(spec, examples, data)
     features = families.encode(spec, examples, loaded.tokenizer)
-    outputs, loss = infer(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
+    outputs, loss = run_on_features(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
     result = families.score(spec, examples, features, outputs)
     return {**result, "loss": loss, "examples": float(len(examples))}
 
@@ -291,7 +195,7 @@ def predict(
     spec = _data_spec(loaded.spec, None, overrides)
     examples = families.read_task_file(spec, input, labelled=False)
     features = families.encode(spec, examples, loaded.tokenizer)
-    outputs, _ = infer(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
+    outputs, _ = run_on_features(loaded.model, features, batch_size=batch_size, pad_id=loaded.tokenizer.pad_id)
     records = families.prediction_records(spec, examples, features, outputs)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     files.write_text(output, text)
@@ -396,14 +300,6 @@ def _load_data(settings: FinetuneSettings, tokenizer: Tokenizer) -> _TaskData:
     return _TaskData(spec, len(train), train_features, dev, dev_features)
 
 
-def _save_with_tokenizer(tokenizer: Tokenizer):
-    def save(model: nn.Module, path: Path) -> None:
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-
-    return save
-
-
 def _promote_best(out: Path) -> dict[str, Any] | None:
     """Move the best model into the output directory and drop the resume checkpoints; returns best.json."""
     best = out / "best"
@@ -449,8 +345,8 @@ def _run_finetune(settings: FinetuneSettings, dist: DistInfo) -> dict[str, Any]:
     has_dev = bool(data.dev_examples)
     evaluate = _dev_evaluator(data, tokenizer, settings.eval_batch_size, patient) if has_dev else None
     trainer = Trainer(model, _train_config(settings, source, has_dev), patient or source, evaluate=evaluate,
-                      save_model=_save_with_tokenizer(tokenizer), best_metric=data.spec.metric if has_dev else None,
-                      dist=dist)
+                      save_model=model_and_tokenizer_writer(tokenizer),
+                      best_metric=data.spec.metric if has_dev else None, dist=dist)
     stopped = False
     try:
         trainer.fit()
@@ -483,20 +379,18 @@ def _train_config(settings: FinetuneSettings, source: TaskBatches, has_dev: bool
     total = settings.max_steps or source.num_batches(0) * settings.epochs // settings.grad_accum
     eval_every = settings.eval_every or steps_per_epoch
     save_every = settings.save_every if settings.save_every is not None else eval_every
-    return TrainConfig(out_dir=settings.out, max_steps=settings.max_steps, epochs=settings.epochs,
-                       batch_size=settings.batch_size, grad_accum=settings.grad_accum, lr=settings.lr,
-                       warmup_steps=math.ceil(settings.warmup_ratio * total), weight_decay=settings.weight_decay,
-                       eps=FINETUNE_ADAM_EPS,
-                       log_every=min(50, steps_per_epoch), eval_every=eval_every if has_dev else 0,
-                       save_every=save_every, keep_last=1, seed=settings.seed, resume=settings.resume,
-                       precision=settings.precision, progress=settings.progress)
+    return settings.train_config(settings.out, epochs=settings.epochs,
+                                 warmup_steps=math.ceil(settings.warmup_ratio * total), eps=FINETUNE_ADAM_EPS,
+                                 log_every=settings.log_every or min(50, steps_per_epoch),
+                                 eval_every=eval_every if has_dev else 0, save_every=save_every)
 
 
 def _write_report(settings: FinetuneSettings, data: _TaskData, tokenizer: Tokenizer, step: int | None) -> None:
     """eval_details.json (confusion matrix or per-entity scores of the final model on dev), then report.html."""
     if data.dev_examples:
         final = load_task_model(settings.out).model
-        outputs, _ = infer(final, data.dev_features, batch_size=settings.eval_batch_size, pad_id=tokenizer.pad_id)
+        outputs, _ = run_on_features(final, data.dev_features, batch_size=settings.eval_batch_size,
+                                     pad_id=tokenizer.pad_id)
         extra = families.details(data.spec, data.dev_examples, data.dev_features, outputs)
         if extra:
             write_json(settings.out / DETAILS_FILE, {"step": step, **extra})
@@ -507,7 +401,7 @@ def _dev_evaluator(data: _TaskData, tokenizer: Tokenizer, batch_size: int, patie
     """The loop's evaluate callback: the family's dev metrics (and loss) of the model being trained."""
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        outputs, loss = infer(model, data.dev_features, batch_size=batch_size, pad_id=tokenizer.pad_id)
+        outputs, loss = run_on_features(model, data.dev_features, batch_size=batch_size, pad_id=tokenizer.pad_id)
         result = families.score(data.spec, data.dev_examples, data.dev_features, outputs)
         if patient is not None:
             patient.record(result[data.spec.metric])
