@@ -402,7 +402,7 @@ def test_training_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="kind must be one of wordpiece, bpe, unigram"):
         Tokenizer.train(CORPUS[:1], kind="sentencepiece", vocab_size=300)
     (tmp_path / "blank.txt").write_text("\n  \n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"blank\.txt: no text to learn a vocabulary from"):
+    with pytest.raises(ValueError, match=r"no text to train on in .*blank\.txt"):
         Tokenizer.train([tmp_path / "blank.txt"], kind="unigram", vocab_size=300)
 
 
