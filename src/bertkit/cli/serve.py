@@ -22,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serving needs FastAPI, uvicorn and prometheus_client: pip install 'bertkit[serve]'") from None
     from bertkit.infer.predictor import Predictor
 
-    _check_server_flags(args)
+    _check_device(args)
     api_key = os.environ.get(API_KEY_ENV) or None
     try:
         settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
@@ -50,17 +50,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
-def _check_server_flags(args: argparse.Namespace) -> None:
-    """The flags uvicorn and the socket take, checked before anything starts (the rest: ServeSettings)."""
-    if not 1 <= args.port <= 65535:
-        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
-    for flag, value in (("--threads", args.threads), ("--limit-concurrency", args.limit_concurrency)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}")
-    if not args.read_timeout > 0:
-        raise UsageError(f"--read-timeout must be more than 0 seconds, got {args.read_timeout}")
-    if not args.shutdown_timeout >= 0:
-        raise UsageError(f"--shutdown-timeout must be 0 or more seconds, got {args.shutdown_timeout}")
+def _check_device(args: argparse.Namespace) -> None:
+    """The device name, checked before anything starts (numeric flags: the parser's ``NUMBER_RULES``; the rules
+    between flags: ServeSettings)."""
     import torch
 
     try:
